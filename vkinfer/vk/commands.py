@@ -15,12 +15,15 @@ from .check import check, ffi, lib
 from .pipeline import ComputePipeline, handle_id
 from .sync import Fence, submit
 
-STAGES = (vk.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | vk.VK_PIPELINE_STAGE_TRANSFER_BIT
-          | vk.VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT | vk.VK_PIPELINE_STAGE_HOST_BIT)
-ACCESS = (vk.VK_ACCESS_SHADER_READ_BIT | vk.VK_ACCESS_SHADER_WRITE_BIT
-          | vk.VK_ACCESS_TRANSFER_READ_BIT | vk.VK_ACCESS_TRANSFER_WRITE_BIT
-          | vk.VK_ACCESS_INDIRECT_COMMAND_READ_BIT | vk.VK_ACCESS_HOST_READ_BIT
-          | vk.VK_ACCESS_HOST_WRITE_BIT)
+# Barriers between recorded work: everything we record is compute dispatches, copies and fills;
+# indirect dispatch arguments are read in the draw-indirect stage. (Host access needs no barrier
+# inside a command buffer: queue submission and fences order it.)
+SRC_STAGES = vk.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | vk.VK_PIPELINE_STAGE_TRANSFER_BIT
+DST_STAGES = SRC_STAGES | vk.VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT
+SRC_ACCESS = vk.VK_ACCESS_SHADER_WRITE_BIT | vk.VK_ACCESS_TRANSFER_WRITE_BIT
+DST_ACCESS = (vk.VK_ACCESS_SHADER_READ_BIT | vk.VK_ACCESS_SHADER_WRITE_BIT
+              | vk.VK_ACCESS_TRANSFER_READ_BIT | vk.VK_ACCESS_TRANSFER_WRITE_BIT
+              | vk.VK_ACCESS_INDIRECT_COMMAND_READ_BIT)
 
 
 def allocate_command_buffer(device):
@@ -72,9 +75,10 @@ class Recorder:
         """A full memory barrier between everything before and everything after."""
         mb = ffi.new("VkMemoryBarrier*")
         mb.sType = vk.VK_STRUCTURE_TYPE_MEMORY_BARRIER
-        mb.srcAccessMask = ACCESS
-        mb.dstAccessMask = ACCESS
-        lib.vkCmdPipelineBarrier(self.cb, STAGES, STAGES, 0, 1, mb, 0, ffi.NULL, 0, ffi.NULL)
+        mb.srcAccessMask = SRC_ACCESS
+        mb.dstAccessMask = DST_ACCESS
+        lib.vkCmdPipelineBarrier(self.cb, SRC_STAGES, DST_STAGES, 0, 1, mb, 0, ffi.NULL, 0,
+                                 ffi.NULL)
         self.pending_writes, self.pending_reads = [], []
         self.n_barriers += 1
 

@@ -225,12 +225,13 @@ class Instance:
 
         dtype = DEVICE_TYPES.get(props.deviceType, "other")
         dl_heaps = [i for i, h in enumerate(heaps) if h["device_local"]]
-        uma = dtype in ("integrated", "cpu") or (
-            bool(dl_heaps) and all(
-                any(t.heap == h and t.device_local and t.host_visible for t in types)
-                for h in dl_heaps))
+        all_dl_mappable = bool(dl_heaps) and all(
+            any(t.heap == h and t.device_local and t.host_visible for t in types)
+            for h in dl_heaps)
+        # A discrete card is never unified memory, even when BAR maps all of VRAM.
+        uma = dtype in ("integrated", "cpu") or (dtype != "discrete" and all_dl_mappable)
         rebar = False
-        if dtype == "discrete" and not uma:
+        if dtype == "discrete":
             # A device-local + host-visible type whose heap is most of VRAM (not the 256 MiB window).
             biggest = max((heaps[h]["size_bytes"] for h in dl_heaps), default=0)
             rebar = any(t.device_local and t.host_visible and
