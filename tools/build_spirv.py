@@ -25,8 +25,7 @@ def wanted() -> dict:
     for k in all_kernels():
         for name, var in k.variants.items():
             out[source_key(k.stem, var.defines)] = {"stem": k.stem, "variant": name,
-                                                    "defines": {a: str(b) for a, b in
-                                                                var.defines.items()}}
+                                                    "defines": dict(var.defines)}
     return out
 
 
