@@ -23,3 +23,12 @@ def test_pyproject_ships_shaders_and_models():
     assert tool["package-dir"]["vkinfer.models"] == "models"
     assert "*.comp" in tool["package-data"]["vkinfer.shaders"]
     assert pp["project"]["scripts"]["vkinfer"] == "vkinfer.cli:main"
+
+
+def test_every_subpackage_is_packaged():
+    pp = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    listed = set(pp["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts)
+             for p in (ROOT / "vkinfer").rglob("__init__.py")}
+    missing = found - listed
+    assert not missing, f"pyproject.toml [tool.setuptools] packages lacks {sorted(missing)}"
