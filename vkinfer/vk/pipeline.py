@@ -115,7 +115,9 @@ class ComputePipeline:
             stage.pSpecializationInfo = si
             keep += [me, raw, si]
         if require_full_subgroups and device.features.get("computeFullSubgroups"):
-            stage.flags = vk.VK_PIPELINE_SHADER_STAGE_CREATE_REQUIRE_FULL_SUBGROUPS_BIT
+            # VK_PIPELINE_SHADER_STAGE_CREATE_REQUIRE_FULL_SUBGROUPS_BIT: the vulkan package
+            # lacks the core name and its _EXT alias is None, so use the spec value.
+            stage.flags = 0x00000002
         ci = ffi.new("VkComputePipelineCreateInfo*")
         ci.sType = vk.VK_STRUCTURE_TYPE_COMPUTE_PIPELINE_CREATE_INFO
         ci.stage = stage[0]
