@@ -1,0 +1,237 @@
+"""moe_route: the MoE router epilogue (softmax or sigmoid gating, biased top-k, renormalisation,
+routed scaling) and the Qwen shared-expert sigmoid gate. Formulas: reference/llamacpp-facts.md
+§2.6 (llama.cpp `build_moe_ffn`, src/llama-graph.cpp) and pitfall 8.
+
+The router matvec itself (ℓ = ffn_gate_inp · u) is an ordinary mul_mat_vec run by the caller;
+this kernel turns ℓ [T, n_expert] into expert ids int32 [T, k] and weights f32 [T, k] on the GPU,
+where mul_mat_id reads them without a host round trip (R3). Ties in the top-k go to the lowest
+expert index, as a stable argsort of −score would give.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import DeviceFeatureError
+from .kernel import Binding, Kernel, SpecConst, Variant, ceil_div, require
+
+MAX_EXPERTS = 512
+MAX_K = 16
+NORM_EPS = 6.1035e-5  # llama.cpp clamps Σw from below by this before dividing
+NO_GATE = 0xFFFFFFFF
+GATINGS = ("softmax", "sigmoid")
+
+
+def _contract(spec, info):
+    wg = spec["WG"]
+    require(wg >= 8 and wg & (wg - 1) == 0, f"moe_route: WG={wg} must be a power of two >= 8")
+    require(
+        wg <= info.max_workgroup_invocations and wg <= info.max_workgroup_size[0],
+        f"moe_route: WG={wg} exceeds the device's workgroup limits",
+    )
+    # s_p, s_s (float), s_taken (bool as 4 bytes) over MAX_EXPERTS; three WG-sized arrays.
+    require(
+        MAX_EXPERTS * 12 + wg * 12 + 2 * MAX_K * 4 <= info.max_compute_shared_memory,
+        "moe_route: shared memory",
+    )
+
+
+PUSH = np.dtype(
+    [
+        ("n_expert", "<u4"),
+        ("k", "<u4"),
+        ("logit_off", "<u4"),
+        ("logit_stride", "<u4"),
+        ("has_bias", "<u4"),
+        ("norm", "<u4"),
+        ("gate_col", "<u4"),
+        ("n_tokens", "<u4"),
+        ("scale", "<f4"),
+    ]
+)
+
+BINDINGS = (
+    Binding("logits", "r", "float[T, logit_stride] (l[t, e] at logit_off + t*logit_stride + e)"),
+    Binding("bias", "r", "float[n_expert] selection bias (bind logits when none)"),
+    Binding("ids", "w", "int32[T, k]"),
+    Binding("weights", "w", "float[T, k]"),
+    Binding("gate", "w", "float[T] shared-expert gate (bind weights when unused)"),
+)
+
+# "softmax"/"sigmoid" reduce the argmax steps with subgroup arithmetic, the "_shmem" forms with a
+# shared-memory tree only (devices without subgroup arithmetic). All four select identically.
+ROUTE_KERNEL = Kernel(
+    stem="moe_route",
+    bindings=BINDINGS,
+    push=PUSH,
+    spec=(SpecConst("WG", 0, 64, choices=(8, 16, 32, 64, 128, 256), doc="invocations per token"),),
+    variants={
+        "softmax": Variant({"SOFTMAX": "", "SUBGROUP": ""}),
+        "sigmoid": Variant({"SIGMOID": "", "SUBGROUP": ""}),
+        "softmax_shmem": Variant({"SOFTMAX": ""}),
+        "sigmoid_shmem": Variant({"SIGMOID": ""}),
+    },
+    contract=_contract,
+    doc="MoE router: gating, biased top-k, renormalise, scale; optional shared-expert gate",
+)
+
+# The standalone shared-expert gate: gate[t] = sigmoid(l[t, gate_col]), one invocation per token.
+GATE_KERNEL = Kernel(
+    stem="moe_route",
+    bindings=BINDINGS,
+    push=PUSH,
+    spec=(SpecConst("WG", 0, 64, choices=(64, 256)),),
+    variants={"default": Variant({"SHARED_GATE_ONLY": ""})},
+    contract=_contract,
+    doc="shared-expert gate sigmoid(logit) per token",
+)
+
+KERNELS = {"route": ROUTE_KERNEL, "shared_gate": GATE_KERNEL}
+
+SUBGROUP_VARIANTS = {"softmax", "sigmoid"}
+
+
+def has_subgroup_arithmetic(info) -> bool:
+    return "arithmetic" in getattr(info, "subgroup_ops", ()) and "basic" in info.subgroup_ops
+
+
+def variant_for(info, gating: str, subgroup: bool | None = None) -> str:
+    """The route variant for `gating` ('softmax' | 'sigmoid'): the subgroup form when the device
+    has subgroup arithmetic (or when `subgroup` forces it), else the shared-memory form."""
+    require(gating in GATINGS, f"moe_route: gating must be one of {GATINGS}, got {gating!r}")
+    if subgroup is None:
+        subgroup = has_subgroup_arithmetic(info)
+    return gating if subgroup else f"{gating}_shmem"
+
+
+def pipeline(device, variant: str, **overrides):
+    """ROUTE_KERNEL.pipeline with the subgroup-arithmetic check the Variant table cannot express
+    (DeviceInfo has no boolean for it)."""
+    if variant in SUBGROUP_VARIANTS and not has_subgroup_arithmetic(device.info):
+        raise DeviceFeatureError(
+            f"moe_route/{variant} needs subgroup arithmetic in compute shaders, which "
+            f"{device.info.name} lacks; use {variant}_shmem"
+        )
+    return ROUTE_KERNEL.pipeline(device, variant, **overrides)
+
+
+def shape_class(n_expert: int, k: int) -> str:
+    return f"e{n_expert}-k{k}"
+
+
+def check_sizes(n_expert: int, k: int, tokens: int, logit_stride: int, gate_col: int | None):
+    require(1 <= k <= MAX_K, f"moe_route: k={k} must be 1..{MAX_K}")
+    require(
+        k <= n_expert <= MAX_EXPERTS,
+        f"moe_route: need k <= n_expert <= {MAX_EXPERTS}, got k={k}, n_expert={n_expert}",
+    )
+    require(logit_stride >= n_expert, "moe_route: logit_stride < n_expert")
+    require(
+        gate_col is None or gate_col < logit_stride,
+        "moe_route: gate_col must lie inside a logits row",
+    )
+    require(tokens >= 0, "moe_route: negative token count")
+
+
+def dispatch(
+    rec,
+    kp,
+    logits,
+    ids,
+    weights,
+    n_expert: int,
+    k: int,
+    tokens: int,
+    *,
+    bias=None,
+    norm: bool = True,
+    scale: float = 0.0,
+    gate=None,
+    gate_col: int | None = None,
+    logit_off: int = 0,
+    logit_stride: int | None = None,
+):
+    """Record routing of `tokens` rows of router logits with pipeline `kp` (a ROUTE_KERNEL variant).
+
+    logits: l[t, e] at element logit_off + t*logit_stride + e (stride defaults to n_expert).
+    bias: float[n_expert] added to the selection score only (GLM exp_probs_b), or None.
+    gate/gate_col: also write gate[t] = sigmoid(l[t, gate_col]) (shared-expert gate fused into the
+    router's matvec as an extra output row)."""
+    stride = n_expert if logit_stride is None else logit_stride
+    check_sizes(n_expert, k, tokens, stride, gate_col)
+    require((gate is None) == (gate_col is None), "moe_route: give both gate and gate_col")
+    require(kp.kernel is ROUTE_KERNEL, "moe_route.dispatch needs a route pipeline")
+    kp.record(
+        rec,
+        [logits, logits if bias is None else bias, ids, weights, weights if gate is None else gate],
+        (tokens,),
+        n_expert=n_expert,
+        k=k,
+        logit_off=logit_off,
+        logit_stride=stride,
+        has_bias=int(bias is not None),
+        norm=int(bool(norm)),
+        gate_col=NO_GATE if gate_col is None else gate_col,
+        n_tokens=tokens,
+        scale=float(scale),
+    )
+
+
+def dispatch_shared_gate(
+    rec,
+    kp,
+    logits,
+    gate,
+    tokens: int,
+    *,
+    gate_col: int = 0,
+    logit_off: int = 0,
+    logit_stride: int = 1,
+):
+    """Record gate[t] = sigmoid(l[t, gate_col]) for t < tokens (pipeline from GATE_KERNEL)."""
+    require(kp.kernel is GATE_KERNEL, "dispatch_shared_gate needs a GATE_KERNEL pipeline")
+    kp.record(
+        rec,
+        [logits, logits, gate, gate, gate],
+        (ceil_div(max(tokens, 1), kp.spec["WG"]),),
+        n_expert=0,
+        k=0,
+        logit_off=logit_off,
+        logit_stride=logit_stride,
+        has_bias=0,
+        norm=0,
+        gate_col=gate_col,
+        n_tokens=tokens,
+        scale=0.0,
+    )
+
+
+def reference(
+    logits, k: int, gating: str = "softmax", bias=None, norm: bool = True, scale: float = 0.0
+):
+    """numpy oracle straight from llamacpp-facts §2.6, float64 throughout.
+
+    Returns (ids int32 [T, k], weights float32 [T, k]). Selection is a stable argsort of −score,
+    so equal scores go to the lower expert index."""
+    lg = np.atleast_2d(np.asarray(logits, np.float64))
+    if gating == "softmax":
+        z = np.exp(lg - lg.max(axis=1, keepdims=True))
+        p = z / z.sum(axis=1, keepdims=True)
+    elif gating == "sigmoid":
+        p = 1.0 / (1.0 + np.exp(-lg))
+    else:
+        raise ValueError(f"gating must be one of {GATINGS}")
+    score = p if bias is None else p + np.asarray(bias, np.float64)[None, :]
+    ids = np.argsort(-score, axis=1, kind="stable")[:, :k]
+    w = np.take_along_axis(p, ids, axis=1)
+    if norm:
+        w = w / np.maximum(w.sum(axis=1, keepdims=True), NORM_EPS)
+    if scale != 0.0 and scale != 1.0:
+        w = w * scale
+    return ids.astype(np.int32), w.astype(np.float32)
+
+
+def reference_shared_gate(logit):
+    """sigmoid(logit), the Qwen shared-expert gate (one scalar per token)."""
+    x = np.asarray(logit, np.float64)
+    return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
