@@ -14,6 +14,7 @@ import pytest
 
 from vkinfer import ops
 from vkinfer.errors import ContractError
+from vkinfer.ops import norms
 from vkinfer.pipelines import rms_norm as k
 from vkinfer.vk.commands import one_shot
 
@@ -44,7 +45,7 @@ def test_rms_norm_variants(rng, rows, n):
         y_ref, h_ref = k.reference(x, wt, EPS, r=r)
         np.testing.assert_array_equal(h, h_ref)  # one f32 add, the same op as numpy's
         np.testing.assert_allclose(y, y_ref, RTOL, ATOL)
-    np.testing.assert_allclose(ops.gated_rms_norm(x, w, r, EPS),
+    np.testing.assert_allclose(norms.rms_norm_gated(x, w, r, EPS),
                                k.reference(x, w, EPS, gate=r), 2 * RTOL, ATOL)
     np.testing.assert_allclose(ops.l2_norm(x, EPS), k.reference(x, eps=EPS, mode="l2"), RTOL, ATOL)
 
@@ -119,7 +120,7 @@ def test_batch_invariance(rng, variant):
     elif variant == "residual":
         f = lambda rows: ops.rms_norm(x[rows], w, EPS, residual=r[rows])[0]
     elif variant == "gated":
-        f = lambda rows: ops.gated_rms_norm(x[rows], w, r[rows], EPS)
+        f = lambda rows: norms.rms_norm_gated(x[rows], w, r[rows], EPS)
     else:
         f = lambda rows: ops.l2_norm(x[rows], EPS)
     many = f(slice(0, 5))

@@ -8,7 +8,9 @@ import numpy as np
 from ..pipelines import rms_norm as k
 from ._base import op_session, run
 
-__all__ = ["gated_rms_norm", "head_rms_norm", "l2_norm", "rms_norm"]
+# The gated form (norm·w·silu(z)) is also ops.gdn.gated_rms_norm, a dedicated kernel; ours is a
+# variant of rms_norm.comp, reachable as norms.rms_norm_gated and not re-exported (no clash).
+__all__ = ["head_rms_norm", "l2_norm", "rms_norm"]
 
 
 def _f32(a) -> np.ndarray:
@@ -54,6 +56,6 @@ def l2_norm(x, eps: float, device=None, **spec):
     return _norm("l2", x, eps, None, None, device, **spec)
 
 
-def gated_rms_norm(x, w, z, eps: float, device=None, **spec):
+def rms_norm_gated(x, w, z, eps: float, device=None, **spec):
     """RMSNorm(x)·w·silu(z) over the last axis (the gated DeltaNet output norm)."""
     return _norm("gated", x, eps, w, z, device, **spec)
