@@ -46,6 +46,7 @@ layout(constant_id = 2) const uint LANES = 4;
 const uint WG = gl_WorkGroupSize.x;
 const uint COLS = WG / LANES;
 const uint RPL = S_V / LANES;  // state rows per lane
+const uint EPT = (S_V + WG - 1) / WG;  // q/k elements each invocation copies to shared memory
 
 layout(std430, binding = 0) readonly buffer Q { float q[]; };
 layout(std430, binding = 1) readonly buffer K { float k[]; };
@@ -138,6 +139,20 @@ float col_sum1(float x, uint tid) {
 #endif
 }
 
+// Load one token's q and k slices (for the shared-memory copy), v_j, g and beta into registers.
+void fetch(uint row, uint kh, uint h, uint j, uint tid, out float fq[EPT], out float fk[EPT],
+           out float fv, out float fg, out float fb) {
+    const uint qrow = row * p.qk_stride + kh * S_V;
+    [[unroll]] for (uint e = 0; e < EPT; ++e) {
+        const uint i = min(tid + e * WG, S_V - 1);  // clamp: stays in bounds, value unused
+        fq[e] = q[p.q_off + qrow + i];
+        fk[e] = k[p.k_off + qrow + i];
+    }
+    fv = v[p.v_off + row * p.v_stride + h * S_V + j];
+    fg = g[row * p.H + h];
+    fb = beta[row * p.H + h];
+}
+
 void main() {
     const uint tid = gl_LocalInvocationID.x;
     const uint lane = tid % LANES;
@@ -152,17 +167,25 @@ void main() {
     const uint kh = p.head_map == 0 ? h % p.H_k : h / (p.H / p.H_k);
     const uint sbase = ((seq * p.H + h) * S_V + j) * S_V + lane;
 
+    // Token t+1's inputs are loaded into registers while token t computes (latency hiding).
+    float nq[EPT], nk[EPT];
+    float nv, ng, nb;
+    fetch(seq * p.seq_rows, kh, h, j, tid, nq, nk, nv, ng, nb);
+
     float s[RPL];
     [[unroll]] for (uint r = 0; r < RPL; ++r) s[r] = state[src * p.plane + sbase + r * LANES];
 
     for (uint t = 0; t < n_tokens; ++t) {
         const uint row = seq * p.seq_rows + t;
         const uint buf = (t & 1) * S_V;
-        const uint qrow = row * p.qk_stride + kh * S_V;
-        for (uint e = tid; e < S_V; e += WG) {
-            sh_q[buf + e] = q[p.q_off + qrow + e];
-            sh_k[buf + e] = k[p.k_off + qrow + e];
+        [[unroll]] for (uint e = 0; e < EPT; ++e) {
+            if (EPT * WG == S_V || tid + e * WG < S_V) {
+                sh_q[buf + tid + e * WG] = nq[e];
+                sh_k[buf + tid + e * WG] = nk[e];
+            }
         }
+        const float vj = nv, decay = exp(ng), bt = nb;
+        if (t + 1 < n_tokens) fetch(row + 1, kh, h, j, tid, nq, nk, nv, ng, nb);
         barrier();
 
         // One reduction gives k.S_j (unnormalised), |k|^2 and |q|^2.
@@ -176,11 +199,8 @@ void main() {
         const float rk = inversesqrt(red.y + p.eps);
         const float rq = inversesqrt(red.z + p.eps);
 
-        const uint gb = row * p.H + h;
-        const float decay = exp(g[gb]);
-        const float vj = v[p.v_off + row * p.v_stride + h * S_V + j];
         // kv of the decayed state with the normalised key; dk = delta_j / |k|.
-        const float dk = beta[gb] * (vj - decay * red.x * rk) * rk;
+        const float dk = bt * (vj - decay * red.x * rk) * rk;
 
         float po = 0.0;
         [[unroll]] for (uint r = 0; r < RPL; ++r) {
