@@ -39,8 +39,7 @@ class Temps:
 
 @contextlib.contextmanager
 def op_session(device=None):
-    """Yields (device, temps, record): call `record()` once to get a recorder whose work is
-    submitted and waited for when the `with` block's recording context closes."""
+    """Yields (device, temps); the temporaries are freed when the block exits."""
     dev = device or get_device()
     t = Temps(dev)
     try:

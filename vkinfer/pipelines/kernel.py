@@ -61,6 +61,7 @@ class KernelPipeline:
                      tuple(groups) + (1,) * (3 - len(groups)), self.kernel.access)
 
     def record_indirect(self, rec: Recorder, buffers: list, args, args_offset=0, **push_fields):
+        self.kernel.check_buffers(buffers)
         rec.dispatch_indirect(self.pipeline, buffers, self.kernel.push_bytes(**push_fields), args,
                               args_offset, self.kernel.access)
 
