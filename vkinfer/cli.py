@@ -1,7 +1,7 @@
 """The `vkinfer` command line: llama.cpp-style subcommands and flag names where they exist.
 
-Implemented: `devices` (device report). Results go to stdout,
-progress and errors to stderr; a VkinferError exits with status 2 and its message.
+Implemented: `devices` (device report), `tune` (kernel autotuning, vkinfer/autotune). Results
+go to stdout, progress and errors to stderr; a VkinferError exits with status 2 and its message.
 """
 
 from __future__ import annotations
@@ -47,12 +47,75 @@ def cmd_devices(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from .autotune import report
+    from .autotune.engine import tune
+    from .vk.device import Device, get_device, select_device
+
+    if args.plot and not report.have_matplotlib():
+        print(f"vkinfer tune: {report.PLOT_NEEDS}", file=sys.stderr)
+        return 2
+    if args.device is None:
+        dev = get_device()
+    else:
+        info = select_device(args.device)
+        dev = get_device()
+        if dev.info.index != info.index:
+            dev = Device(info)
+    kernels = [p for x in args.kernel or [] for p in x.split(",") if p] or None
+    classes = [p for x in args.shape_class or [] for p in x.split(",") if p] or None
+    prog = None if args.quiet else report.Progress()
+    rep = tune(dev, kernels=kernels, shape_classes=classes, budget_s=args.budget_s,
+               fresh=args.fresh, progress=prog)
+    if not rep.units:
+        print(f"vkinfer tune: no cases match --kernel {args.kernel} --shape-class "
+              f"{args.shape_class}", file=sys.stderr)
+        for n in rep.notes:
+            print(f"  {n}", file=sys.stderr)
+        return 1
+    print(report.format_table(rep))
+    rej = report.format_rejections(rep)
+    if rej:
+        print("rejected candidates (never chosen):", file=sys.stderr)
+        print(rej, file=sys.stderr)
+    for n in rep.notes:
+        print(f"note: {n}", file=sys.stderr)
+    print(report.summary(rep), file=sys.stderr)
+    if args.plot:
+        for p in report.plot(rep, args.plot):
+            print(f"wrote {p}", file=sys.stderr)
+    return 130 if rep.stopped == "interrupted" else 0
+
+
+def _add_tune_parser(sub):
+    p = sub.add_parser("tune", help="autotune kernel specialization constants for this device",
+                       description="Sweep each kernel's specialization constants per shape "
+                       "class, check every candidate against its reference, time the correct "
+                       "ones and store the fastest in the tuning database. An interrupted run "
+                       "resumes where it stopped.")
+    p.add_argument("--kernel", action="append", metavar="NAME",
+                   help="kernel family or kernel name (comma-separated, globs; repeatable)")
+    p.add_argument("--budget-s", type=float, default=None, metavar="S",
+                   help="wall-time budget: no new candidate starts once it is spent")
+    p.add_argument("--device", default=None, metavar="D",
+                   help="device index or name substring (default: $VKINFER_DEVICE or the best)")
+    p.add_argument("--shape-class", action="append", metavar="C",
+                   help="only these shape classes (comma-separated, globs; repeatable)")
+    p.add_argument("--plot", default=None, metavar="DIR",
+                   help="write a PNG per kernel to DIR (needs matplotlib: vkinfer[plot])")
+    p.add_argument("--fresh", action="store_true",
+                   help="ignore earlier results and the resume file; tune everything again")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=cmd_tune)
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="vkinfer", description="LLM inference on Vulkan")
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("devices", help="list Vulkan devices and their capabilities")
     p.add_argument("--json", action="store_true", help="machine-readable report")
     p.set_defaults(fn=cmd_devices)
+    _add_tune_parser(sub)
     return ap
 
 
