@@ -1,8 +1,8 @@
 """shaders/gated_delta_net.comp against the float64 reference, every variant the device runs.
 
 Tolerance: the kernel is an f32 recurrence (S_V-term dot products, T chained state updates) and
-the oracle is float64, so we compare max|gpu - ref| / max|ref| <= 2e-5 (observed ~1e-6 on
-lavapipe). Prefix/snapshot and R5 checks are bit-exact: a token's arithmetic must not depend on
+the oracle is float64, so we compare max|gpu - ref| / max|ref| <= 1e-5 (observed <= 4e-7 on
+lavapipe for S_V up to 128 and T up to 64). Prefix/snapshot and R5 checks are bit-exact: a token's arithmetic must not depend on
 how many tokens share the dispatch.
 """
 
@@ -17,7 +17,7 @@ from vkinfer.pipelines import gated_delta_net as kg
 from vkinfer.runtime.graph import RecordedGraph
 from vkinfer.vk.shader import get_spirv
 
-TOL = 2e-5
+TOL = 1e-5
 
 
 def close(a, ref, tol=TOL):
@@ -249,3 +249,21 @@ def test_unsupported_variants_raise(device):
             kg.KERNEL.pipeline(device, name, S_V=16, LANES=4, WG=info.subgroup_size)
         with pytest.raises(DeviceFeatureError):
             gdn.gated_delta_net(*inputs(np.random.default_rng(0), 1, 1, 1, 16), variant=name)
+
+
+def test_tuning_entry_is_used(device, rng):
+    """R7: a tuning-database entry for the shape class replaces the built-in default."""
+    from vkinfer import tuning
+
+    info, S, H = device.info, 32, 3
+    cls = kg.shape_class(S, H)
+    tuning.store(info, kg.KERNEL, "shmem", cls, {"WG": 16, "LANES": 2})
+    try:
+        assert kg.choose(info, S, n_heads=H) == ("shmem", {"S_V": S, "LANES": 2, "WG": 16})
+        a = inputs(rng, 2, 1, H, S)
+        close(gdn.gated_delta_net(*a)[0], ref(*a)[0])
+    finally:
+        db = tuning.load()
+        db.get(tuning.device_key(info), {}).pop(tuning.entry_key(kg.KERNEL.stem, "shmem", cls))
+        tuning.save(db)
+    assert kg.choose(info, S, n_heads=H)[0] == kg.choose(info, S)[0]

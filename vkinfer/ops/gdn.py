@@ -39,7 +39,7 @@ def gated_delta_net(q, k, v, g, beta, state, layout: str = "qwen35", snapshots: 
     assert k.shape == q.shape and v.shape == (n_seq, T, H, S), (q.shape, k.shape, v.shape)
     assert g.shape == beta.shape == (n_seq, T, H) and state.shape == (n_seq, H, S, S)
     with op_session(device) as (dev, t):
-        name, defaults = kg.choose(dev.info, S, variant)
+        name, defaults = kg.choose(dev.info, S, variant, n_heads=H)
         kp = kg.KERNEL.pipeline(dev, name, **{**defaults, **spec})
         plane = kg.plane_elems(n_seq, H, S)
         bst = t.empty(4 * plane * (1 + snapshots))

@@ -174,14 +174,28 @@ def valid_configs(info, variant: str, s_v: int, wgs=None, lanes=None) -> list[di
     return out
 
 
-def choose(info, s_v: int, variant: str | None = None) -> tuple[str, dict]:
-    """(variant, spec overrides) the host uses by default: the first supported variant in
-    PREFERENCE with a valid default lanes_per_column and the smallest valid workgroup of at
-    least one subgroup (the tuning database may override WG and LANES)."""
+def choose(info, s_v: int, variant: str | None = None,
+           n_heads: int | None = None) -> tuple[str, dict]:
+    """(variant, spec values) for head size s_v: with n_heads, a valid tuning-database entry for
+    shape_class(s_v, n_heads) wins (R7); otherwise the first supported variant in PREFERENCE
+    with its default lanes_per_column and the smallest valid workgroup of at least one
+    subgroup."""
     if variant is not None and variant not in KERNEL.supported_variants(info):
         KERNEL.check_variant(variant, {}, info)  # raises DeviceFeatureError (or ValueError)
     names = [variant] if variant else [v for v in PREFERENCE
                                        if v in KERNEL.supported_variants(info)]
+    if n_heads is not None:
+        from .. import tuning
+
+        for name in names:
+            tuned = tuning.lookup(info, KERNEL, name, shape_class(s_v, n_heads))
+            if tuned:
+                vals = {"S_V": s_v, "LANES": tuned.get("LANES"), "WG": tuned.get("WG")}
+                try:
+                    KERNEL.check_variant(name, vals, info)
+                except (ContractError, DeviceFeatureError):
+                    continue
+                return name, vals
     for name in names:
         lanes = _lanes_default(name, info, s_v)
         cfgs = [c for c in valid_configs(info, name, s_v, lanes=(lanes,))
