@@ -73,7 +73,7 @@ def stream_gbps(device, args) -> tuple[float, str]:
         mod = importlib.util.module_from_spec(spec)
         try:
             spec.loader.exec_module(mod)
-            for name in ("stream_gbps", "measure_stream", "stream_bandwidth", "bandwidth_gbps"):
+            for name in ("measure_stream_bandwidth", "stream_gbps", "measure_stream"):
                 fn = getattr(mod, name, None)
                 if callable(fn):
                     v = fn(device)

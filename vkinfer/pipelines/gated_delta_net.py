@@ -177,9 +177,9 @@ def valid_configs(info, variant: str, s_v: int, wgs=None, lanes=None) -> list[di
 def choose(info, s_v: int, variant: str | None = None,
            n_heads: int | None = None) -> tuple[str, dict]:
     """(variant, spec values) for head size s_v: with n_heads, a valid tuning-database entry for
-    shape_class(s_v, n_heads) wins (R7); otherwise the first supported variant in PREFERENCE
-    with its default lanes_per_column and the smallest valid workgroup of at least one
-    subgroup."""
+    shape_class(s_v, n_heads) wins (R7) — the fastest tuned variant, else any tuned one in
+    PREFERENCE order; otherwise the first supported variant in PREFERENCE with its default
+    lanes_per_column and the smallest valid workgroup of at least one subgroup."""
     if variant is not None and variant not in KERNEL.supported_variants(info):
         KERNEL.check_variant(variant, {}, info)  # raises DeviceFeatureError (or ValueError)
     names = [variant] if variant else [v for v in PREFERENCE
@@ -187,8 +187,10 @@ def choose(info, s_v: int, variant: str | None = None,
     if n_heads is not None:
         from .. import tuning
 
-        for name in names:
-            tuned = tuning.lookup(info, KERNEL, name, shape_class(s_v, n_heads))
+        cls = shape_class(s_v, n_heads)
+        fastest = tuning.best_variant(info, KERNEL, cls, names, default=None)
+        for name in ([fastest] if fastest else []) + names:
+            tuned = tuning.lookup(info, KERNEL, name, cls)
             if tuned:
                 vals = {"S_V": s_v, "LANES": tuned.get("LANES"), "WG": tuned.get("WG")}
                 try:
