@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import tuning
-from ..errors import ContractError, VkinferError
+from ..errors import ContractError, DeviceFeatureError, VkinferError
 from ..paths import cache_dir
 from ..vk.commands import Recorder, TimestampPool, one_shot
 from ..vk.sync import Fence, submit
@@ -156,6 +156,7 @@ class UnitResult:
     bytes: int = 0
     results: list = field(default_factory=list)  # {"spec", "status", "ns", "msg"} per candidate
     note: str = ""
+    group: str = ""  # units of one case with several same-semantics variants share a group
 
     @property
     def key(self) -> str:
@@ -240,11 +241,14 @@ class ResumeStore:
 
 # --- candidates ------------------------------------------------------------------------------
 
-def sweep_space(case, info) -> tuple[list[str], dict, list[dict], dict]:
+def sweep_space(case, info, variant: str | None = None) -> tuple[list[str], dict, list[dict],
+                                                                    dict]:
     """(swept names, default candidate, all candidates with the default first, base values).
-    Candidates hold only the swept names; base holds defaults overlaid with case.fixed."""
+    Candidates hold only the swept names; base holds the Kernel's defaults overlaid with what
+    the host uses untuned (case.defaults(variant, info)) and case.fixed."""
     k = case.kernel
-    base = {**k.defaults(info), **case.fixed}
+    variant = variant or case.variants[0]
+    base = {**k.defaults(info), **case.defaults(variant, info), **case.fixed}
     if case.sweep is not None:
         axes = {n: tuple(v) for n, v in case.sweep.items() if n not in case.fixed}
     else:
@@ -262,6 +266,20 @@ def sweep_space(case, info) -> tuple[list[str], dict, list[dict], dict]:
             seen.add(ck)
             cands.append(c)
     return names, default, cands, base
+
+
+def contract_violation(kernel, variant: str, values: dict, info) -> str | None:
+    """Why `values` cannot run as kernel/variant on this device (its contract, and the
+    variant's own contract where the Kernel has one, e.g. SubgroupKernel.check_variant), or
+    None. Nothing is compiled."""
+    try:
+        if hasattr(kernel, "check_variant"):
+            kernel.check_variant(variant, values, info)
+        else:
+            kernel.check_contract(values, info)
+    except (ContractError, DeviceFeatureError) as e:
+        return str(e)
+    return None
 
 
 def cand_key(spec: dict) -> str:
@@ -341,10 +359,9 @@ class Tuner:
         k, info = case.kernel, self.info
         full = {**base, **spec}
         out = {"spec": spec}
-        try:
-            k.check_contract(full, info)
-        except ContractError as e:
-            return {**out, "status": "contract", "msg": str(e)}
+        why = contract_violation(k, variant, full, info)
+        if why:
+            return {**out, "status": "contract", "msg": why}
         try:
             kp = k.pipeline(self.device, variant, **full)
         except ContractError as e:
@@ -378,7 +395,7 @@ class Tuner:
             "fixed": case.fixed}))
 
     def _unit(self, case, variant: str, u: UnitResult):
-        names, default, cands, base = sweep_space(case, self.info)
+        names, default, cands, base = sweep_space(case, self.info, variant)
         u.names, u.default_spec = names, default
         stamp = self._stamp(case, variant)
         done = self.resume.get(u.key, stamp)
@@ -393,11 +410,7 @@ class Tuner:
                 self._tick(label, resumed=True)
                 continue
             # contract rejections cost nothing: no budget check before them
-            try:
-                case.kernel.check_contract({**base, **spec}, self.info)
-                needs_run = True
-            except ContractError:
-                needs_run = False
+            needs_run = not contract_violation(case.kernel, variant, {**base, **spec}, self.info)
             if needs_run and not self._may_start():
                 raise _Stop("budget")
             t = self.clock()
@@ -486,24 +499,36 @@ class Tuner:
             for v in case.variants:
                 u = UnitResult(case.family, case.kernel.stem, v, case.shape_class, case.shape,
                                bytes=case.bytes)
+                if len(case.variants) > 1:
+                    u.group = f"{case.kernel.stem}/{case.shape_class}/{'|'.join(case.variants)}"
                 rep.units.append(u)
                 if v not in case.kernel.variants:
                     u.status, u.note = "skipped", f"no variant {v!r}"
                 elif v not in runnable:
-                    need = ", ".join(case.kernel.variants[v].requires)
+                    need = ", ".join(list(case.kernel.variants[v].requires) + [
+                        f"subgroup {o}" for o in getattr(case.kernel, "op_requires", {}).get(
+                            v, ())]) or "a feature"
                     u.status, u.note = "skipped", f"device lacks {need}"
-                elif not self._cached(case, v, u):
+                else:
                     pending.append((case, v, u))
-        if self.progress:
+        if self.progress:  # an estimate: a unit tuned earlier in this run may change another
             total = 0
-            for case, _, _ in pending:
+            for case, v, u in pending:
+                case.prepare(self.device)
+                if self._cached(case, v, UnitResult("", "", "", "")):
+                    continue
                 try:
-                    total += len(sweep_space(case, self.info)[2])
+                    total += len(sweep_space(case, self.info, v)[2])
                 except TypeError:
                     total += 1
             self.progress.start(total, budget_s=self.budget_s, clock=self.clock, t0=self._t0)
         try:
             for case, v, u in pending:
+                # prepare() may read what an earlier unit of this run stored (e.g. constants
+                # two shape classes must share), so it runs right before the unit
+                case.prepare(self.device)
+                if self._cached(case, v, u):
+                    continue
                 try:
                     self._unit(case, v, u)
                 except _Stop:

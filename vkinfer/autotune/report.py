@@ -29,7 +29,8 @@ class Progress:
         self.total, self.done, self.budget_s = max(total, 0), 0, budget_s
         self.clock = clock
         self.t0 = clock() if t0 is None else t0
-        self._draw(force=True)
+        if self.total:
+            self._draw(force=True)
 
     def label(self, text: str):
         self.text = text
@@ -50,6 +51,8 @@ class Progress:
         return f"tune [{bar}] {self.done}/{self.total} {tail}  {self.text}"
 
     def _draw(self, force: bool = False):
+        if not self.total:
+            return
         now = time.monotonic()
         if not self.tty and not force and now - self._last < self.interval_s:
             return
@@ -102,6 +105,12 @@ def format_table(report) -> str:
     chosen values (* = differs from the default), rejected candidates, status."""
     head = ["kernel", "variant", "shape class", "default", "tuned", "speedup", "GB/s",
             "chosen", "rejected", "status"]
+    best_in_group = {}
+    for u in report.units:
+        if u.group and u.chosen_ns is not None:
+            b = best_in_group.get(u.group)
+            if b is None or u.chosen_ns < b.chosen_ns:
+                best_in_group[u.group] = u
     rows = []
     for u in report.units:
         gbps = f"{u.bytes / u.chosen_ns:.1f}" if u.bytes and u.chosen_ns else "-"
@@ -112,6 +121,8 @@ def format_table(report) -> str:
             kinds[r.get("status")] = kinds.get(r.get("status"), 0) + 1
         rj = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) if rej else "0"
         status = u.status + (f" ({u.note})" if u.note and u.status != "cached" else "")
+        if u.group and best_in_group.get(u.group) is u:
+            status += ", best variant"
         rows.append([u.kernel, u.variant, u.shape_class, _fmt_ns(u.default_ns),
                      _fmt_ns(u.chosen_ns), sp, gbps,
                      _fmt_spec(u.chosen_spec, u.default_spec) if u.chosen_ns else "-", rj,

@@ -110,6 +110,17 @@ class Case:
         return (f"<{type(self).__name__} {self.kernel.stem} {self.shape_class} "
                 f"variants={self.variants} shape={self.shape}>")
 
+    def defaults(self, variant: str, info) -> dict:
+        """Specialization values the host uses for this variant and shape when untuned, where
+        they differ from the Kernel's defaults (e.g. a family's choose()): the baseline the
+        tuned values are compared with."""
+        return {}
+
+    def prepare(self, device):
+        """Called right before this case's units are looked up or tuned: a case whose `fixed`
+        values depend on another unit's tuned result (flash attention's numerics constants)
+        sets them here."""
+
     def workload(self, device, rng, purpose: str) -> Workload:
         raise NotImplementedError
 
@@ -154,6 +165,19 @@ def compare(name: str, got, want, rtol: float = 1e-5, atol: float = 1e-6) -> str
         i = int(np.flatnonzero(diff.reshape(-1))[0])
         return f"{name}: {int(diff.sum())} of {got.size} differ; first at {i}"
     return None
+
+
+def compare_rel(name: str, got, want, tol: float) -> str | None:
+    """None when max|got - want| / max|want| <= tol (for outputs of long f32 reductions, whose
+    error scales with the largest value rather than with each element)."""
+    got = np.asarray(got, np.float64)
+    want = np.asarray(want, np.float64)
+    if got.shape != want.shape:
+        return f"{name}: shape {got.shape} != {want.shape}"
+    if not np.isfinite(got).all():
+        return f"{name}: {int((~np.isfinite(got)).sum())} of {got.size} not finite"
+    err = float(np.max(np.abs(got - want))) / max(float(np.max(np.abs(want))), 1e-30)
+    return None if err <= tol else f"{name}: relative error {err:.2e} > {tol:.0e}"
 
 
 # --- discovery -------------------------------------------------------------------------------
