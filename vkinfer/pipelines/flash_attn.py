@@ -1,0 +1,380 @@
+"""flash_attn: attention of query rows over a layer's KV cache (shaders/flash_attn.comp and
+shaders/flash_attn_reduce.comp), FlashAttention-2's online softmax (Dao, arXiv:2307.08691) with
+a split over the KV length and a reduce pass (llama.cpp's split-K, reference/llamacpp-facts.md
+§3.8), GQA folding, causal mask from per-step positions, optional sliding window (Gemma 3) and
+logit softcap (Gemma 2).
+
+Layouts (owner of the convention):
+  * q, out: float32 [n_q, n_head, head_dim]. Query head h uses KV head h // (n_head / n_head_kv).
+  * K and V cache of one layer: [kv_len_max, n_head_kv, head_dim] in F16, or in Q8_0 as GGUF
+    blocks (head_dim / 32 blocks of {fp16 d, int8 qs[32]} per (position, head) row).
+  * q_pos: int32[n_q] absolute positions; lens: int32[2] = {kv_len, n_q}. Both are written per
+    step (R3); push constants only hold maxima and per-layer constants.
+
+Two modes of the same shader (spec constant SPLIT):
+  * split (decode, verify: 1..16 tokens): one workgroup per (KV chunk, row tile, KV head) writes
+    (m, l, unnormalised O) per chunk; flash_attn_reduce folds them. Fills a GPU at long context.
+  * direct (prefill): each workgroup walks its chunks and folds them in registers.
+
+The split rule: chunks are fixed ranges of CHUNK absolute KV positions, so the number of chunks
+is ceil(kv_len / CHUNK), a function of the KV length only. Chunks are folded in order with the
+same code in both modes. Every masked score is an exact no-op, so a row's bits depend only on
+its own query, its own valid KV range and the cache (R5): not on how many rows share the
+dispatch, not on BR/WG/SPLIT, not on kv_len beyond its position. Decode of the token at
+position p (kv_len = p + 1), verify of p..p+K (kv_len = p + K + 1) and prefill give the same
+bits for that token, provided the pipelines share the numerics-defining constants
+NUMERIC_SPEC = (HD, BC, CHUNK, DL); `pipelines()` enforces that.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..errors import ContractError
+from ..gguf.quants import type_info
+from .gated_delta_net import SubgroupKernel
+from .kernel import Binding, Kernel, SpecConst, Variant, ceil_div, require
+
+KV_TYPES = ("f16", "q8_0")
+NUMERIC_SPEC = ("HD", "BC", "CHUNK", "DL")
+MAX_SPLIT_ROWS = 16  # query tokens up to which ops/tests use split mode by default
+
+
+def _q8_0():
+    return type_info("Q8_0")
+
+
+def cache_row_bytes(kv_type: str, n_head_kv: int, head_dim: int) -> int:
+    """Bytes of one cache position (all KV heads) for K or V."""
+    if kv_type == "f16":
+        return n_head_kv * head_dim * 2
+    if kv_type == "q8_0":
+        qi = _q8_0()
+        if head_dim % qi.block_size:
+            raise ContractError(f"flash_attn: Q8_0 cache needs head_dim % {qi.block_size} == 0, "
+                                f"got {head_dim}")
+        return n_head_kv * head_dim // qi.block_size * qi.type_size
+    raise ValueError(f"flash_attn: kv_type {kv_type!r} not in {KV_TYPES}")
+
+
+def cache_nbytes(kv_type: str, kv_len_max: int, n_head_kv: int, head_dim: int) -> int:
+    return kv_len_max * cache_row_bytes(kv_type, n_head_kv, head_dim)
+
+
+# --- specs -----------------------------------------------------------------------------------
+
+def _pow2(x: int) -> bool:
+    return x > 0 and x & (x - 1) == 0
+
+
+def shared_bytes(spec: dict, shmem_reduce: bool) -> int:
+    br, hd, bc, dl = spec["BR"], spec["HD"], spec["BC"], spec["DL"]
+    n = br * hd * 4 + br * bc * 4 + 4 * br * 4
+    if shmem_reduce:
+        n += br * bc * dl * 4
+    return n
+
+
+def _contract(spec, info):
+    wg, hd, br, bc, chunk, dl = (spec[k] for k in ("WG", "HD", "BR", "BC", "CHUNK", "DL"))
+    require(wg > 0, "flash_attn: WG=0; use flash_attn.pipelines() (it derives WG from HD) "
+                    "or pass WG")
+    require(wg <= info.max_workgroup_invocations and wg <= info.max_workgroup_size[0],
+            f"flash_attn: WG={wg} exceeds the device's workgroup limits")
+    require(hd > 0 and hd % wg == 0,
+            f"flash_attn: HD={hd} must be a multiple of WG={wg} (HD/WG outputs per thread)")
+    require(hd // wg <= 16, f"flash_attn: HD/WG={hd // wg} outputs per thread is too many")
+    require(_pow2(dl) and wg % dl == 0 and hd % (4 * dl) == 0,
+            f"flash_attn: DL={dl} must be a power of two dividing WG={wg} with HD % (4 DL) == 0")
+    ncg = wg // dl
+    require(bc % ncg == 0, f"flash_attn: BC={bc} must be a multiple of WG/DL={ncg} "
+                           "column groups")
+    require(chunk % bc == 0, f"flash_attn: CHUNK={chunk} must be a multiple of BC={bc}")
+    require(0 < br <= wg, f"flash_attn: BR={br} must be in 1..WG={wg}")
+    require(dl <= info.min_subgroup_size,
+            f"flash_attn: DL={dl} lanes must fit in a subgroup ({info.min_subgroup_size})")
+    need = shared_bytes(spec, False)
+    require(need <= info.max_compute_shared_memory,
+            f"flash_attn: {need} bytes of shared memory (BR={br}, HD={hd}, BC={bc}) exceed "
+            f"the device's {info.max_compute_shared_memory}")
+
+
+def _variant_contract(variant, spec, info):
+    if variant.endswith("_shmem"):
+        need = shared_bytes(spec, True)
+        require(need <= info.max_compute_shared_memory,
+                f"flash_attn/{variant}: {need} bytes of shared memory exceed the device's "
+                f"{info.max_compute_shared_memory}")
+    if variant.startswith("q8_0"):
+        require(spec["HD"] % _q8_0().block_size == 0,
+                f"flash_attn/{variant}: HD={spec['HD']} must be a multiple of 32")
+
+
+def _dl_default(info) -> int:
+    return max(1, min(16, info.min_subgroup_size))
+
+
+_STEP_BINDINGS = (Binding("q_pos", "r", "int32[n_q_max] absolute positions (per step)"),
+                  Binding("lens", "r", "int32[2] {kv_len, n_q} (per step)"))
+
+FLASH = SubgroupKernel(
+    stem="flash_attn",
+    bindings=(Binding("q", "r", "float[n_q_max, n_head, HD]"),
+              Binding("k_cache", "r", "F16 or Q8_0 [kv_len_max, n_head_kv, HD]"),
+              Binding("v_cache", "r", "F16 or Q8_0 [kv_len_max, n_head_kv, HD]"),
+              *_STEP_BINDINGS,
+              Binding("out", "w", "float[n_q_max, n_head, HD] (direct mode)"),
+              Binding("part_o", "w", "float[n_q_max, n_head, n_chunks_max, HD] (split mode)"),
+              Binding("part_ml", "w", "float[n_q_max, n_head, n_chunks_max, 2] (split mode)")),
+    push=np.dtype([("n_q_max", "<u4"), ("n_head", "<u4"), ("n_head_kv", "<u4"),
+                   ("kv_len_max", "<u4"), ("n_chunks_max", "<u4"), ("window", "<u4"),
+                   ("scale", "<f4"), ("softcap", "<f4")]),
+    spec=(SpecConst("WG", 0, 0, choices=(32, 64, 128, 256),
+                    doc="workgroup size; 0 = derive min(HD, 128) in pipelines()"),
+          SpecConst("HD", 1, 128, doc="head dim (shape, not tuned)"),
+          SpecConst("BR", 2, 8, choices=(1, 2, 4, 8, 16, 32), doc="query rows per workgroup"),
+          SpecConst("BC", 3, 32, choices=(16, 32, 64), doc="KV columns per block (numerics)"),
+          SpecConst("CHUNK", 4, 256, choices=(64, 128, 256, 512, 1024),
+                    doc="KV positions per split chunk (numerics)"),
+          SpecConst("DL", 5, _dl_default, choices=(4, 8, 16, 32),
+                    doc="lanes per score dot product (numerics)"),
+          SpecConst("SPLIT", 6, True, doc="write chunk partials for the reduce pass")),
+    variants={
+        "f16": Variant({}, requires=("storage16",)),
+        "q8_0": Variant({"KV_Q8_0": 1}, requires=("storage16",)),
+        "f16_shmem": Variant({"SHMEM_REDUCE": 1}, requires=("storage16",)),
+        "q8_0_shmem": Variant({"KV_Q8_0": 1, "SHMEM_REDUCE": 1}, requires=("storage16",)),
+    },
+    op_requires={"f16": ("shuffle",), "q8_0": ("shuffle",)},
+    contract=_contract,
+    variant_contract=_variant_contract,
+    doc="flash attention over a KV cache, split-K or one pass",
+)
+
+
+def _reduce_contract(spec, info):
+    wg, hd = spec["WG"], spec["HD"]
+    require(0 < wg <= info.max_workgroup_invocations and wg <= info.max_workgroup_size[0],
+            f"flash_attn_reduce: WG={wg} exceeds the device's workgroup limits")
+    require(hd % wg == 0, f"flash_attn_reduce: HD={hd} must be a multiple of WG={wg}")
+
+
+REDUCE = Kernel(
+    stem="flash_attn_reduce",
+    bindings=(*_STEP_BINDINGS,
+              Binding("part_o", "r", "float[n_q_max, n_head, n_chunks_max, HD]"),
+              Binding("part_ml", "r", "float[n_q_max, n_head, n_chunks_max, 2]"),
+              Binding("out", "w", "float[n_q_max, n_head, HD]")),
+    push=np.dtype([("n_q_max", "<u4"), ("n_head", "<u4"), ("n_chunks_max", "<u4"),
+                   ("kv_len_max", "<u4"), ("window", "<u4")]),
+    spec=(SpecConst("WG", 0, 64, choices=(32, 64, 128, 256)),
+          SpecConst("HD", 1, 128, doc="head dim"),
+          SpecConst("CHUNK", 2, 256, doc="must equal flash_attn's CHUNK")),
+    contract=_reduce_contract,
+    doc="split-K reduce of flash_attn partials",
+)
+
+KERNELS = {"flash_attn": FLASH, "flash_attn_reduce": REDUCE}
+
+
+# --- host helpers ----------------------------------------------------------------------------
+
+def shape_class(head_dim: int, group: int, kv_type: str, split: bool) -> str:
+    """Tuning class: head dim, GQA group size, cache type, mode."""
+    return f"hd{head_dim}-g{group}-{kv_type}-{'split' if split else 'direct'}"
+
+
+def auto_wg(head_dim: int) -> int:
+    wg = min(head_dim, 128)
+    while head_dim % wg:
+        wg //= 2
+    return max(wg, 1)
+
+
+def variant_for(info, kv_type: str, reduce: str | None = None) -> str:
+    """'f16'/'q8_0' (subgroup shuffles) when the device has them, else the shared-memory
+    variant; `reduce` = 'subgroup' or 'shmem' forces one."""
+    if kv_type not in KV_TYPES:
+        raise ValueError(f"flash_attn: kv_type {kv_type!r} not in {KV_TYPES}")
+    if reduce == "shmem":
+        return f"{kv_type}_shmem"
+    if reduce == "subgroup" or kv_type in FLASH.supported_variants(info):
+        return kv_type
+    return f"{kv_type}_shmem"
+
+
+def pipelines(device, head_dim: int, kv_type: str = "f16", split: bool = True, group: int = 1,
+              reduce: str | None = None, **overrides):
+    """(main, reduce-or-None) pipelines for one layer shape and mode.
+
+    Resolution: spec defaults < tuning database < overrides. The numerics-defining constants
+    (BC, CHUNK, DL) always come from the split shape class (or the overrides), so the split and
+    direct pipelines of one layer agree bit for bit; WG and BR may differ per mode. WG = 0
+    (the default) becomes auto_wg(head_dim). On a ContractError with the subgroup variant and no
+    explicit `reduce`, falls back to the shared-memory variant."""
+    variant = variant_for(device.info, kv_type, reduce)
+    try:
+        return _pipelines(device, variant, head_dim, kv_type, split, group, overrides)
+    except ContractError:
+        if reduce is not None or variant.endswith("_shmem"):
+            raise
+        return _pipelines(device, f"{kv_type}_shmem", head_dim, kv_type, split, group, overrides)
+
+
+def _pipelines(device, variant, head_dim, kv_type, split, group, overrides):
+    sc_split = shape_class(head_dim, group, kv_type, True)
+    sc = shape_class(head_dim, group, kv_type, split)
+    num = FLASH.resolve_spec(device, variant, sc_split, {"HD": head_dim, **{
+        k: v for k, v in overrides.items() if k in NUMERIC_SPEC}})
+    ov = dict(overrides)
+    ov.update({k: num[k] for k in NUMERIC_SPEC})
+    ov["HD"] = head_dim
+    ov["SPLIT"] = bool(split)
+    vals = FLASH.resolve_spec(device, variant, sc, ov)
+    if vals["WG"] == 0:
+        ov["WG"] = auto_wg(head_dim)
+    vals = FLASH.resolve_spec(device, variant, sc, ov)
+    if "BR" not in overrides and vals["BR"] > ov.get("WG", vals["WG"]):
+        ov["BR"] = ov.get("WG", vals["WG"])
+    kp = FLASH.pipeline(device, variant, shape_class=sc, **ov)
+    kr = None
+    if split:
+        rwg = min(64, head_dim)
+        while head_dim % rwg:
+            rwg //= 2
+        kr = REDUCE.pipeline(device, "default", shape_class=f"hd{head_dim}", WG=rwg,
+                             HD=head_dim, CHUNK=kp.spec["CHUNK"])
+    return kp, kr
+
+
+def n_chunks(kp, kv_len_max: int) -> int:
+    return ceil_div(max(kv_len_max, 1), kp.spec["CHUNK"])
+
+
+def partial_nbytes(kp, n_q_max: int, n_head: int, kv_len_max: int) -> tuple[int, int]:
+    """Bytes of the part_o and part_ml scratch buffers of a split-mode dispatch."""
+    slots = n_q_max * n_head * n_chunks(kp, kv_len_max)
+    return slots * kp.spec["HD"] * 4, slots * 2 * 4
+
+
+def check_shapes(n_head: int, n_head_kv: int, head_dim: int, kv_type: str):
+    require(n_head_kv > 0 and n_head % n_head_kv == 0,
+            f"flash_attn: n_head={n_head} must be a multiple of n_head_kv={n_head_kv}")
+    if kv_type == "q8_0":
+        require(head_dim % _q8_0().block_size == 0,
+                f"flash_attn: Q8_0 cache needs head_dim % 32 == 0, got {head_dim}")
+
+
+def dispatch(rec, kp, kr, q, k_cache, v_cache, q_pos, lens, out, part_o=None, part_ml=None, *,
+             n_q_max: int, n_head: int, n_head_kv: int, kv_len_max: int,
+             scale: float | None = None, softcap: float = 0.0, window: int = 0):
+    """Record attention of up to n_q_max query tokens (the count and kv_len are read from
+    `lens` at run time, positions from `q_pos`). Split-mode pipelines (kr not None) need the
+    part_o/part_ml scratch (`partial_nbytes`) and record two dispatches; direct mode one."""
+    hd = kp.spec["HD"]
+    check_shapes(n_head, n_head_kv, hd, "q8_0" if kp.variant.startswith("q8_0") else "f16")
+    split = bool(kp.spec["SPLIT"])
+    require(split == (kr is not None), "flash_attn: split pipelines need the reduce pipeline "
+                                       "(and direct ones none)")
+    g = n_head // n_head_kv
+    nch = n_chunks(kp, kv_len_max)
+    scale = 1.0 / math.sqrt(hd) if scale is None else float(scale)
+    if split:
+        require(part_o is not None and part_ml is not None,
+                "flash_attn: split mode needs part_o and part_ml scratch buffers")
+    else:
+        part_o = part_o or out
+        part_ml = part_ml or out
+    tiles = ceil_div(n_q_max * g, kp.spec["BR"])
+    kp.record(rec, [q, k_cache, v_cache, q_pos, lens, out, part_o, part_ml],
+              (nch if split else 1, tiles, n_head_kv),
+              n_q_max=n_q_max, n_head=n_head, n_head_kv=n_head_kv, kv_len_max=kv_len_max,
+              n_chunks_max=nch, window=window, scale=scale, softcap=softcap)
+    if split:
+        kr.record(rec, [q_pos, lens, part_o, part_ml, out], (n_q_max * n_head,),
+                  n_q_max=n_q_max, n_head=n_head, n_chunks_max=nch, kv_len_max=kv_len_max,
+                  window=window)
+
+
+# --- numpy ---------------------------------------------------------------------------------------
+
+def to_cache(x, kv_type: str) -> np.ndarray:
+    """float rows [..., head_dim] -> cache bytes/values: float16 array for F16, uint8
+    [..., head_dim / 32 * 34] GGUF Q8_0 blocks (ggml's reference rounding) for Q8_0."""
+    from ..gguf.quants import quantize
+
+    x = np.asarray(x, np.float32)
+    if kv_type == "f16":
+        return x.astype(np.float16)
+    if kv_type == "q8_0":
+        return quantize(x, "Q8_0")
+    raise ValueError(f"flash_attn: kv_type {kv_type!r} not in {KV_TYPES}")
+
+
+def from_cache(c, kv_type: str, head_dim: int) -> np.ndarray:
+    """Cache contents -> float32 values the kernel computes with (exact dequantization)."""
+    from ..gguf.quants import dequantize
+
+    if kv_type == "f16":
+        return np.asarray(c).view(np.float16).astype(np.float32)
+    c = np.asarray(c).view(np.uint8)
+    return dequantize(c, "Q8_0").reshape(*c.shape[:-1], head_dim)
+
+
+def valid_mask(q_pos, kv_len: int, window: int = 0) -> np.ndarray:
+    """bool [n_q, kv_len]: which KV positions each query attends."""
+    qp = np.asarray(q_pos, np.int64)[:, None]
+    j = np.arange(kv_len)[None, :]
+    m = j <= qp
+    if window > 0:
+        m &= j > qp - window
+    return m
+
+
+def reference(q, k, v, q_pos, kv_len: int, scale: float | None = None, softcap: float = 0.0,
+              window: int = 0) -> np.ndarray:
+    """float64 attention. q [n_q, n_head, hd]; k, v [>= kv_len, n_head_kv, hd] dequantized
+    cache values. Rows with nothing to attend give 0."""
+    q = np.asarray(q, np.float64)
+    k = np.asarray(k, np.float64)[:kv_len]
+    v = np.asarray(v, np.float64)[:kv_len]
+    _, n_head, hd = q.shape
+    g = n_head // k.shape[1]
+    scale = 1.0 / math.sqrt(hd) if scale is None else float(scale)
+    kh = np.repeat(k, g, axis=1)  # [kv, n_head, hd]
+    vh = np.repeat(v, g, axis=1)
+    s = np.einsum("thd,jhd->htj", q, kh) * scale
+    if softcap > 0:
+        s = softcap * np.tanh(s / softcap)
+    m = valid_mask(q_pos, kv_len, window)[None]
+    s = np.where(m, s, -np.inf)
+    mx = s.max(axis=-1, keepdims=True)
+    mx = np.where(np.isfinite(mx), mx, 0.0)
+    p = np.where(m, np.exp(s - mx), 0.0)
+    den = p.sum(axis=-1, keepdims=True)
+    o = np.einsum("htj,jhd->thd", p, vh)
+    return o / np.where(den > 0, den, 1.0).transpose(1, 0, 2)
+
+
+__all__ = [
+    "FLASH",
+    "KERNELS",
+    "KV_TYPES",
+    "NUMERIC_SPEC",
+    "REDUCE",
+    "auto_wg",
+    "cache_nbytes",
+    "cache_row_bytes",
+    "dispatch",
+    "from_cache",
+    "n_chunks",
+    "partial_nbytes",
+    "pipelines",
+    "reference",
+    "shape_class",
+    "to_cache",
+    "valid_mask",
+    "variant_for",
+]
