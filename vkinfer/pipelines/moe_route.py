@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import DeviceFeatureError
+from .gated_delta_net import SubgroupKernel
 from .kernel import Binding, Kernel, SpecConst, Variant, ceil_div, require
 
 MAX_EXPERTS = 512
@@ -60,7 +60,7 @@ BINDINGS = (
 
 # "softmax"/"sigmoid" reduce the argmax steps with subgroup arithmetic, the "_shmem" forms with a
 # shared-memory tree only (devices without subgroup arithmetic). All four select identically.
-ROUTE_KERNEL = Kernel(
+ROUTE_KERNEL = SubgroupKernel(
     stem="moe_route",
     bindings=BINDINGS,
     push=PUSH,
@@ -71,6 +71,7 @@ ROUTE_KERNEL = Kernel(
         "softmax_shmem": Variant({"SOFTMAX": ""}),
         "sigmoid_shmem": Variant({"SIGMOID": ""}),
     },
+    op_requires={"softmax": ("basic", "arithmetic"), "sigmoid": ("basic", "arithmetic")},
     contract=_contract,
     doc="MoE router: gating, biased top-k, renormalise, scale; optional shared-expert gate",
 )
@@ -88,8 +89,6 @@ GATE_KERNEL = Kernel(
 
 KERNELS = {"route": ROUTE_KERNEL, "shared_gate": GATE_KERNEL}
 
-SUBGROUP_VARIANTS = {"softmax", "sigmoid"}
-
 
 def has_subgroup_arithmetic(info) -> bool:
     return "arithmetic" in getattr(info, "subgroup_ops", ()) and "basic" in info.subgroup_ops
@@ -104,15 +103,10 @@ def variant_for(info, gating: str, subgroup: bool | None = None) -> str:
     return gating if subgroup else f"{gating}_shmem"
 
 
-def pipeline(device, variant: str, **overrides):
-    """ROUTE_KERNEL.pipeline with the subgroup-arithmetic check the Variant table cannot express
-    (DeviceInfo has no boolean for it)."""
-    if variant in SUBGROUP_VARIANTS and not has_subgroup_arithmetic(device.info):
-        raise DeviceFeatureError(
-            f"moe_route/{variant} needs subgroup arithmetic in compute shaders, which "
-            f"{device.info.name} lacks; use {variant}_shmem"
-        )
-    return ROUTE_KERNEL.pipeline(device, variant, **overrides)
+def pipeline(device, variant: str, shape_class: str | None = None, **overrides):
+    """A route pipeline; raises DeviceFeatureError for a subgroup variant on a device without
+    subgroup arithmetic (SubgroupKernel.op_requires)."""
+    return ROUTE_KERNEL.pipeline(device, variant, shape_class=shape_class, **overrides)
 
 
 def shape_class(n_expert: int, k: int) -> str:
