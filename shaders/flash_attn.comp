@@ -218,33 +218,44 @@ void main() {
                 continue;   // no row of the tile sees this block
             }
             // ---- scores: column group cg takes columns cg + s * NCG; DL lanes split the dot.
+            // All of the group's K slices are loaded first (loads in flight together), then each
+            // query slice is read from shared memory once for all CPG columns.
+            vec4 kv[CPG * G4];
             for (uint s = 0; s < CPG; ++s) {
-                const uint c = cg + s * NCG;
-                const int j = j0 + int(c);
-                const bool in_kv = j < c1;
-                vec4 kv[G4];
+                const int j = j0 + int(cg + s * NCG);
                 for (uint i = 0; i < G4; ++i) {
-                    kv[i] = in_kv ? load_k4(uint(j) * p.n_head_kv + kvh, 4u * (lane + DL * i))
-                                  : vec4(0.0);
+                    kv[s * G4 + i] = j < c1
+                        ? load_k4(uint(j) * p.n_head_kv + kvh, 4u * (lane + DL * i)) : vec4(0.0);
                 }
-                for (uint r = 0; r < BR; ++r) {
-                    precise float acc = 0.0;
-                    for (uint i = 0; i < G4; ++i) {
-                        vec4 qv = Qs[r * HD4 + lane + DL * i];
-                        acc = fma(qv.x, kv[i].x, acc);
-                        acc = fma(qv.y, kv[i].y, acc);
-                        acc = fma(qv.z, kv[i].z, acc);
-                        acc = fma(qv.w, kv[i].w, acc);
+            }
+            for (uint r = 0; r < BR; ++r) {
+                precise float acc[CPG];
+                for (uint s = 0; s < CPG; ++s) {
+                    acc[s] = 0.0;
+                }
+                for (uint i = 0; i < G4; ++i) {
+                    vec4 qv = Qs[r * HD4 + lane + DL * i];
+                    for (uint s = 0; s < CPG; ++s) {
+                        vec4 kk = kv[s * G4 + i];
+                        acc[s] = fma(qv.x, kk.x, acc[s]);
+                        acc[s] = fma(qv.y, kk.y, acc[s]);
+                        acc[s] = fma(qv.z, kk.z, acc[s]);
+                        acc[s] = fma(qv.w, kk.w, acc[s]);
                     }
+                }
+                for (uint s = 0; s < CPG; ++s) {
+                    const uint c = cg + s * NCG;
 #ifdef SHMEM_REDUCE
-                    Red[(r * BC + c) * DL + lane] = acc;
+                    Red[(r * BC + c) * DL + lane] = acc[s];
 #else
+                    precise float a = acc[s];
                     for (uint sh = 1u; sh < DL; sh <<= 1u) {
-                        acc = acc + subgroupShuffleXor(acc, sh);
+                        a = a + subgroupShuffleXor(a, sh);
                     }
                     if (lane == 0u) {
-                        bool ok = in_kv && j >= row_first[r] && j <= row_last[r];
-                        Ss[r * BC + c] = ok ? fa_softcap(acc, p.softcap) : FA_NEG;
+                        const int j = j0 + int(c);
+                        bool ok = j < c1 && j >= row_first[r] && j <= row_last[r];
+                        Ss[r * BC + c] = ok ? fa_softcap(a, p.softcap) : FA_NEG;
                     }
 #endif
                 }

@@ -113,7 +113,9 @@ def _variant_contract(variant, spec, info):
 
 
 def _dl_default(info) -> int:
-    return max(1, min(16, info.min_subgroup_size))
+    # 8 lanes balance shared-memory reads of q (HD / 4 DL vec4 per row) against shuffle steps
+    # (log2 DL per score) at HD 128..256, WG 128.
+    return max(1, min(8, info.min_subgroup_size))
 
 
 _STEP_BINDINGS = (Binding("q_pos", "r", "int32[n_q_max] absolute positions (per step)"),
@@ -269,10 +271,12 @@ def check_shapes(n_head: int, n_head_kv: int, head_dim: int, kv_type: str):
 
 def dispatch(rec, kp, kr, q, k_cache, v_cache, q_pos, lens, out, part_o=None, part_ml=None, *,
              n_q_max: int, n_head: int, n_head_kv: int, kv_len_max: int,
-             scale: float | None = None, softcap: float = 0.0, window: int = 0):
+             scale: float | None = None, softcap: float = 0.0, window: int = 0,
+             passes: str = "all"):
     """Record attention of up to n_q_max query tokens (the count and kv_len are read from
     `lens` at run time, positions from `q_pos`). Split-mode pipelines (kr not None) need the
-    part_o/part_ml scratch (`partial_nbytes`) and record two dispatches; direct mode one."""
+    part_o/part_ml scratch (`partial_nbytes`) and record two dispatches; direct mode one.
+    passes="main" or "reduce" records only that pass (benchmarks)."""
     hd = kp.spec["HD"]
     check_shapes(n_head, n_head_kv, hd, "q8_0" if kp.variant.startswith("q8_0") else "f16")
     split = bool(kp.spec["SPLIT"])
@@ -288,11 +292,12 @@ def dispatch(rec, kp, kr, q, k_cache, v_cache, q_pos, lens, out, part_o=None, pa
         part_o = part_o or out
         part_ml = part_ml or out
     tiles = ceil_div(n_q_max * g, kp.spec["BR"])
-    kp.record(rec, [q, k_cache, v_cache, q_pos, lens, out, part_o, part_ml],
-              (nch if split else 1, tiles, n_head_kv),
-              n_q_max=n_q_max, n_head=n_head, n_head_kv=n_head_kv, kv_len_max=kv_len_max,
-              n_chunks_max=nch, window=window, scale=scale, softcap=softcap)
-    if split:
+    if passes in ("all", "main"):
+        kp.record(rec, [q, k_cache, v_cache, q_pos, lens, out, part_o, part_ml],
+                  (nch if split else 1, tiles, n_head_kv),
+                  n_q_max=n_q_max, n_head=n_head, n_head_kv=n_head_kv, kv_len_max=kv_len_max,
+                  n_chunks_max=nch, window=window, scale=scale, softcap=softcap)
+    if split and passes in ("all", "reduce"):
         kr.record(rec, [q_pos, lens, part_o, part_ml, out], (n_q_max * n_head,),
                   n_q_max=n_q_max, n_head=n_head, n_chunks_max=nch, kv_len_max=kv_len_max,
                   window=window)
