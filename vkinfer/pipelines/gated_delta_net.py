@@ -24,57 +24,15 @@ available). `choose()` picks the best one the device supports and its lanes_per_
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import ContractError, DeviceFeatureError
-from .kernel import Binding, Kernel, SpecConst, Variant, require
+from .kernel import Binding, Kernel, SpecConst, SubgroupKernel, Variant, require  # noqa: F401
 
 HEAD_MAPS = {"qwen35": 0, "qwen35moe": 0, "tiled": 0, "qwen3next": 1, "grouped": 1}
 SIZES = (16, 32, 64, 128)
 LANE_CHOICES = (1, 2, 4, 8, 16, 32, 64)
-
-
-@dataclass
-class SubgroupKernel(Kernel):
-    """A Kernel whose variants may also need subgroup operations (DeviceInfo.subgroup_ops names,
-    e.g. "arithmetic", "shuffle") and whose contract depends on the variant.
-
-    kernel.py's `Variant.requires` only takes boolean DeviceInfo attributes and `contract` does
-    not see the variant, so both extensions live here."""
-
-    op_requires: dict = field(default_factory=dict)  # variant -> subgroup op names
-    variant_contract: object = None  # fn(variant, spec values, DeviceInfo)
-
-    def _missing_ops(self, variant: str, info) -> list[str]:
-        ops = set(getattr(info, "subgroup_ops", ()) or ())
-        return [f"subgroup {o}" for o in self.op_requires.get(variant, ()) if o not in ops]
-
-    def supported_variants(self, device_info) -> list[str]:
-        return [n for n in super().supported_variants(device_info)
-                if not self._missing_ops(n, device_info)]
-
-    def check_variant(self, variant: str, values: dict, device_info):
-        """Raise DeviceFeatureError / ContractError unless `variant` can run `values` here."""
-        if variant not in self.variants:
-            raise ValueError(f"{self.stem}: no variant {variant!r}; have {list(self.variants)}")
-        missing = [r for r in self.variants[variant].requires
-                   if not getattr(device_info, r, False)] + self._missing_ops(variant, device_info)
-        if missing:
-            raise DeviceFeatureError(
-                f"{self.stem}/{variant} needs {', '.join(missing)}, which {device_info.name} "
-                f"lacks; variants this device can run: {self.supported_variants(device_info)}")
-        self.check_contract(values, device_info)
-        if self.variant_contract is not None:
-            self.variant_contract(variant, values, device_info)
-
-    def pipeline(self, device, variant: str = "default", shape_class: str | None = None,
-                 **overrides):
-        values = self.resolve_spec(device, variant, shape_class, overrides) \
-            if variant in self.variants else {}
-        self.check_variant(variant, values, device.info)
-        return super().pipeline(device, variant, shape_class, **overrides)
 
 
 def _contract(spec, info):
@@ -113,7 +71,7 @@ def _variant_contract(variant, spec, info):
                 f"{info.min_subgroup_size}")
 
 
-KERNEL = SubgroupKernel(
+KERNEL = Kernel(
     stem="gated_delta_net",
     bindings=(
         Binding("q", "r", "float[rows, qk_stride] (q at q_off, [H_k, S_v] per row)"),

@@ -76,6 +76,10 @@ class Kernel:
     contract: Callable[[dict, object], None] | None = None
     full_subgroups: bool = False  # pipeline needs every subgroup full (REQUIRE_FULL_SUBGROUPS)
     doc: str = ""
+    # variant -> subgroup operation names it needs (DeviceInfo.subgroup_ops, e.g. "arithmetic")
+    op_requires: dict = field(default_factory=dict)
+    # fn(variant, spec values, DeviceInfo): contract rules that depend on the variant
+    variant_contract: Callable[[str, dict, object], None] | None = None
 
     @property
     def access(self) -> str:
@@ -102,9 +106,27 @@ class Kernel:
         return {s.name: (s.default(device_info) if callable(s.default) else s.default)
                 for s in self.spec}
 
+    def missing_features(self, variant: str, device_info) -> list[str]:
+        """What `variant` needs that the device lacks (feature flags and subgroup operations)."""
+        ops = set(getattr(device_info, "subgroup_ops", ()) or ())
+        return ([r for r in self.variants[variant].requires if not getattr(device_info, r, False)]
+                + [f"subgroup {o}" for o in self.op_requires.get(variant, ()) if o not in ops])
+
     def supported_variants(self, device_info) -> list[str]:
-        return [n for n, v in self.variants.items()
-                if all(getattr(device_info, r, False) for r in v.requires)]
+        return [n for n in self.variants if not self.missing_features(n, device_info)]
+
+    def check_variant(self, variant: str, values: dict, device_info):
+        """Raise DeviceFeatureError / ContractError unless `variant` can run `values` here."""
+        if variant not in self.variants:
+            raise ValueError(f"{self.stem}: no variant {variant!r}; have {list(self.variants)}")
+        missing = self.missing_features(variant, device_info)
+        if missing:
+            raise DeviceFeatureError(
+                f"{self.stem}/{variant} needs {', '.join(missing)}, which {device_info.name} "
+                f"lacks; variants this device can run: {self.supported_variants(device_info)}")
+        self.check_contract(values, device_info)
+        if self.variant_contract is not None:
+            self.variant_contract(variant, values, device_info)
 
     def resolve_spec(self, device, variant: str, shape_class: str | None, overrides: dict) -> dict:
         from .. import tuning
@@ -129,19 +151,18 @@ class Kernel:
         if variant not in self.variants:
             raise ValueError(f"{self.stem}: no variant {variant!r}; have {list(self.variants)}")
         var = self.variants[variant]
-        missing = [r for r in var.requires if not getattr(device.info, r, False)]
-        if missing:
-            raise DeviceFeatureError(
-                f"{self.stem}/{variant} needs {', '.join(missing)}, which {device.info.name} "
-                f"lacks; variants this device can run: {self.supported_variants(device.info)}")
         values = self.resolve_spec(device, variant, shape_class, overrides)
-        self.check_contract(values, device.info)
+        self.check_variant(variant, values, device.info)
         spirv, key = get_spirv(self.stem, var.defines)
         spec_list = [(s.id, values[s.name]) for s in self.spec]
         push_size = 0 if self.push is None else self.push.itemsize
         p = get_pipeline(device, spirv, key, f"{self.stem}/{variant}", len(self.bindings),
                          push_size, spec_list, self.full_subgroups)
         return KernelPipeline(self, variant, values, p, key)
+
+
+# Former name of the variant-aware Kernel (kernels written before it moved here import it).
+SubgroupKernel = Kernel
 
 
 def require(cond: bool, msg: str):
