@@ -505,9 +505,10 @@ class Tuner:
                 if v not in case.kernel.variants:
                     u.status, u.note = "skipped", f"no variant {v!r}"
                 elif v not in runnable:
-                    need = ", ".join(list(case.kernel.variants[v].requires) + [
-                        f"subgroup {o}" for o in getattr(case.kernel, "op_requires", {}).get(
-                            v, ())]) or "a feature"
+                    if hasattr(case.kernel, "missing_features"):
+                        need = ", ".join(case.kernel.missing_features(v, self.info))
+                    else:
+                        need = ", ".join(case.kernel.variants[v].requires)
                     u.status, u.note = "skipped", f"device lacks {need}"
                 else:
                     pending.append((case, v, u))
