@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .gated_delta_net import SubgroupKernel
 from .kernel import Binding, Kernel, SpecConst, Variant, ceil_div, require
 
 MAX_EXPERTS = 512
@@ -60,7 +59,7 @@ BINDINGS = (
 
 # "softmax"/"sigmoid" reduce the argmax steps with subgroup arithmetic, the "_shmem" forms with a
 # shared-memory tree only (devices without subgroup arithmetic). All four select identically.
-ROUTE_KERNEL = SubgroupKernel(
+ROUTE_KERNEL = Kernel(
     stem="moe_route",
     bindings=BINDINGS,
     push=PUSH,
@@ -105,7 +104,7 @@ def variant_for(info, gating: str, subgroup: bool | None = None) -> str:
 
 def pipeline(device, variant: str, shape_class: str | None = None, **overrides):
     """A route pipeline; raises DeviceFeatureError for a subgroup variant on a device without
-    subgroup arithmetic (SubgroupKernel.op_requires)."""
+    subgroup arithmetic (Kernel.op_requires)."""
     return ROUTE_KERNEL.pipeline(device, variant, shape_class=shape_class, **overrides)
 
 
