@@ -174,7 +174,8 @@ def bench_decode(device, rng, args, bw, rows_out):
 def _decode_one(device, rng, args, bw, label, shape, n_head, n_kv, hd, kv_type, kv_len, n_q,
                 layers, spec):
     try:
-        kp, kr = fa.pipelines(device, hd, kv_type, split=True, group=n_head // n_kv, **spec)
+        kp, kr = fa.pipelines(device, hd, kv_type, split=True, group=n_head // n_kv,
+                              rows=n_q * n_head // n_kv, **spec)
     except ContractError as e:
         log(f"  skip {spec}: {e}")
         return None
@@ -231,7 +232,8 @@ def bench_prefill(device, rng, args, rows_out):
                         continue
                     try:
                         kp, _ = fa.pipelines(device, hd, kv_type, split=False,
-                                             group=n_head // n_kv, **fixed)
+                                             group=n_head // n_kv,
+                                             rows=n_q * n_head // n_kv, **fixed)
                     except ContractError as e:
                         log(f"  skip prefill {fixed}: {e}")
                         continue

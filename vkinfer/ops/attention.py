@@ -70,7 +70,8 @@ def flash_attn(q, k_cache, v_cache, q_pos, kv_len: int | None = None, scale: flo
         raise ValueError(f"mode {mode!r}: 'split', 'direct' or 'auto'")
     split = mode == "split"
     with op_session(device) as (dev, t):
-        kp, kr = fa.pipelines(dev, hd, kv_type, split=split, group=n_head // n_head_kv,
+        g = n_head // n_head_kv
+        kp, kr = fa.pipelines(dev, hd, kv_type, split=split, group=g, rows=n_q_max * g,
                               reduce=reduce, **spec)
         qbuf = np.zeros((n_q_max, n_head, hd), np.float32)
         qbuf[:n_q] = q

@@ -183,9 +183,21 @@ KERNELS = {"flash_attn": FLASH, "flash_attn_reduce": REDUCE}
 
 # --- host helpers ----------------------------------------------------------------------------
 
-def shape_class(head_dim: int, group: int, kv_type: str, split: bool) -> str:
-    """Tuning class: head dim, GQA group size, cache type, mode."""
-    return f"hd{head_dim}-g{group}-{kv_type}-{'split' if split else 'direct'}"
+def numerics_class(head_dim: int, group: int, kv_type: str) -> str:
+    """Tuning class of the numerics-defining constants (BC, CHUNK, DL): one per layer shape,
+    shared by every mode and token count so decode, verify and prefill agree bit for bit."""
+    return f"hd{head_dim}-g{group}-{kv_type}"
+
+
+def rows_bucket(rows: int) -> int:
+    return 1 << max(0, int(rows) - 1).bit_length()
+
+
+def shape_class(head_dim: int, group: int, kv_type: str, split: bool, rows: int = 8) -> str:
+    """Tuning class of WG and BR: layer shape, mode, rows per KV head (n_q * group) rounded
+    up to a power of two."""
+    return (f"{numerics_class(head_dim, group, kv_type)}-{'split' if split else 'direct'}"
+            f"-r{rows_bucket(rows)}")
 
 
 def auto_wg(head_dim: int) -> int:
@@ -208,46 +220,65 @@ def variant_for(info, kv_type: str, reduce: str | None = None) -> str:
 
 
 def pipelines(device, head_dim: int, kv_type: str = "f16", split: bool = True, group: int = 1,
-              reduce: str | None = None, **overrides):
-    """(main, reduce-or-None) pipelines for one layer shape and mode.
+              rows: int | None = None, reduce: str | None = None, **overrides):
+    """(main, reduce-or-None) pipelines for one layer shape and mode; `rows` = n_q_max * group
+    (query rows per KV head) of the recording, used to pick BR.
 
-    Resolution: spec defaults < tuning database < overrides. The numerics-defining constants
-    (BC, CHUNK, DL) always come from the split shape class (or the overrides), so the split and
-    direct pipelines of one layer agree bit for bit; WG and BR may differ per mode. WG = 0
-    (the default) becomes auto_wg(head_dim). On a ContractError with the subgroup variant and no
-    explicit `reduce`, falls back to the shared-memory variant."""
+    Resolution: spec defaults < tuning database < overrides. BC, CHUNK and DL (they define the
+    numerics) come from numerics_class(), WG and BR from shape_class(), so every mode and token
+    count of a layer agrees bit for bit while WG/BR are tuned per mode. Untuned: WG =
+    auto_wg(head_dim); BR = the smallest power of two >= rows, at most 32 (split) or 16 (direct,
+    which keeps a second accumulator; 8 on CPU devices), lowered until the contract (shared
+    memory) holds. On a
+    ContractError with the subgroup variant and no explicit `reduce`, falls back to the
+    shared-memory variant."""
     variant = variant_for(device.info, kv_type, reduce)
+    rows = 8 if rows is None else max(1, int(rows))
     try:
-        return _pipelines(device, variant, head_dim, kv_type, split, group, overrides)
+        return _pipelines(device, variant, head_dim, kv_type, split, group, rows, overrides)
     except ContractError:
         if reduce is not None or variant.endswith("_shmem"):
             raise
-        return _pipelines(device, f"{kv_type}_shmem", head_dim, kv_type, split, group, overrides)
+        return _pipelines(device, f"{kv_type}_shmem", head_dim, kv_type, split, group, rows,
+                          overrides)
 
 
-def _pipelines(device, variant, head_dim, kv_type, split, group, overrides):
-    sc_split = shape_class(head_dim, group, kv_type, True)
-    sc = shape_class(head_dim, group, kv_type, split)
-    num = FLASH.resolve_spec(device, variant, sc_split, {"HD": head_dim, **{
-        k: v for k, v in overrides.items() if k in NUMERIC_SPEC}})
-    ov = dict(overrides)
-    ov.update({k: num[k] for k in NUMERIC_SPEC})
-    ov["HD"] = head_dim
-    ov["SPLIT"] = bool(split)
-    vals = FLASH.resolve_spec(device, variant, sc, ov)
+def _pipelines(device, variant, head_dim, kv_type, split, group, rows, overrides):
+    from .. import tuning
+
+    info = device.info
+    sc = shape_class(head_dim, group, kv_type, split, rows)
+    tuned_num = tuning.lookup(info, FLASH, variant, numerics_class(head_dim, group, kv_type))
+    tuned = tuning.lookup(info, FLASH, variant, sc) or {}
+    vals = FLASH.defaults(info)
+    vals.update({k: v for k, v in (tuned_num or {}).items() if k in NUMERIC_SPEC})
+    vals.update({k: v for k, v in tuned.items() if k in vals and k not in NUMERIC_SPEC})
+    unknown = set(overrides) - set(vals)
+    if unknown:
+        raise TypeError(f"flash_attn: unknown specialization constants {sorted(unknown)}")
+    vals.update(overrides)
+    vals["HD"], vals["SPLIT"] = head_dim, bool(split)
     if vals["WG"] == 0:
-        ov["WG"] = auto_wg(head_dim)
-    vals = FLASH.resolve_spec(device, variant, sc, ov)
-    if "BR" not in overrides and vals["BR"] > ov.get("WG", vals["WG"]):
-        ov["BR"] = ov.get("WG", vals["WG"])
-    kp = FLASH.pipeline(device, variant, shape_class=sc, **ov)
+        vals["WG"] = auto_wg(head_dim)
+    if "BR" not in overrides and "BR" not in tuned:
+        # CPU devices (lavapipe): small tiles, since compile time grows with the unrolled BR.
+        cap = 8 if info.type == "cpu" else (32 if split else 16)
+        br = min(cap, rows_bucket(rows), vals["WG"])
+        while br > 1:
+            try:
+                FLASH.check_variant(variant, {**vals, "BR": br}, info)
+                break
+            except ContractError:
+                br //= 2
+        vals["BR"] = br
+    kp = FLASH.pipeline(device, variant, **vals)
     kr = None
     if split:
-        rwg = min(64, head_dim)
+        rsc = f"hd{head_dim}"
+        rwg = (tuning.lookup(info, REDUCE, "default", rsc) or {}).get("WG") or min(64, head_dim)
         while head_dim % rwg:
             rwg //= 2
-        kr = REDUCE.pipeline(device, "default", shape_class=f"hd{head_dim}", WG=rwg,
-                             HD=head_dim, CHUNK=kp.spec["CHUNK"])
+        kr = REDUCE.pipeline(device, "default", WG=rwg, HD=head_dim, CHUNK=kp.spec["CHUNK"])
     return kp, kr
 
 
