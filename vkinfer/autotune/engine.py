@@ -358,6 +358,7 @@ class Tuner:
     def _candidate(self, case, variant: str, spec: dict, base: dict) -> dict:
         k, info = case.kernel, self.info
         full = {**base, **spec}
+        full = case.derive(full)
         out = {"spec": spec}
         why = contract_violation(k, variant, full, info)
         if why:
@@ -376,7 +377,7 @@ class Tuner:
             msg = case.verify(kp, wl)
         except ContractError as e:
             return {**out, "status": "contract", "msg": f"dispatch: {e}"}
-        except (VkinferError, ValueError, TypeError, ArithmeticError, IndexError) as e:
+        except Exception as e:  # noqa: BLE001 - a failing candidate (or case) must not end the run
             return {**out, "status": "error", "msg": f"{type(e).__name__}: {e}"}
         if msg:
             return {**out, "status": "wrong", "msg": msg}
@@ -410,7 +411,8 @@ class Tuner:
                 self._tick(label, resumed=True)
                 continue
             # contract rejections cost nothing: no budget check before them
-            needs_run = not contract_violation(case.kernel, variant, {**base, **spec}, self.info)
+            needs_run = not contract_violation(case.kernel, variant,
+                                               case.derive({**base, **spec}), self.info)
             if needs_run and not self._may_start():
                 raise _Stop("budget")
             t = self.clock()

@@ -17,6 +17,9 @@ the time measured is representative of the class there. A Case says
 - `fixed`: specialization values the shape dictates (head size, columns per dispatch); they are
   part of every candidate but are not swept and not stored as tuned values.
 - `sweep`: optional {name: choices} replacing the SpecConst `choices` (to narrow a sweep).
+- optional hooks: `defaults(variant, info)` (the untuned baseline when a family's host code does
+  not use the Kernel's defaults), `derive(values)` (constants computed from swept ones),
+  `prepare(device)` (fixed values read from another unit's tuned result, just before tuning).
 - `bytes`: bytes a timed dispatch moves (0 when unknown), for GB/s.
 
 and implements three methods:
@@ -115,6 +118,12 @@ class Case:
         they differ from the Kernel's defaults (e.g. a family's choose()): the baseline the
         tuned values are compared with."""
         return {}
+
+    def derive(self, values: dict) -> dict:
+        """All specialization values of a candidate from its swept ones: a case whose family
+        derives a constant from others (mul_mat's WG from its tile) computes it here, as the
+        family's pipeline() does, so the contract sees what would really be built."""
+        return values
 
     def prepare(self, device):
         """Called right before this case's units are looked up or tuned: a case whose `fixed`
