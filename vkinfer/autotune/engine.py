@@ -311,8 +311,8 @@ class Tuner:
         self.notes = list(notes or [])
         self._t0 = None
         self._cand_cost = None  # running estimate of one candidate's wall time
-        self._wl: dict = {}  # id(case) -> (check workload, time workload)
-        self._wl_case = None
+        self._wl: dict = {}  # "check" / "time" -> Workload of the current share key
+        self._wl_key = None
 
     # budget -----------------------------------------------------------------------------
     def elapsed(self) -> float:
@@ -328,19 +328,23 @@ class Tuner:
         self._cand_cost = dt if self._cand_cost is None else 0.7 * self._cand_cost + 0.3 * dt
 
     # workloads --------------------------------------------------------------------------
+    def _share_key(self, case):
+        k = case.share_key()
+        return ("case", id(case)) if k is None else ("shared", k)
+
     def _workloads(self, case, variant):
-        if self._wl_case is not case:
+        key = self._share_key(case)
+        if self._wl_key != key:  # consecutive cases with one share key reuse the buffers
             self._free_workloads()
-            self._wl_case = case
+            self._wl_key = key
         if "check" not in self._wl:
-            seed = zlib.crc32(f"{self.seed}/{case.kernel.stem}/{case.shape_class}".encode())
-            rng = np.random.default_rng(seed)
-            self._wl["check"] = case.workload(self.device, rng, "check")
+            seed = zlib.crc32(f"{self.seed}/{case.kernel.stem}/{key}".encode())
+            self._wl["check"] = case.workload(self.device, np.random.default_rng(seed), "check")
         return self._wl["check"]
 
     def _time_workload(self, case):
         if "time" not in self._wl:
-            seed = zlib.crc32(f"{self.seed}/{case.kernel.stem}/{case.shape_class}/t".encode())
+            seed = zlib.crc32(f"{self.seed}/{case.kernel.stem}/{self._wl_key}/t".encode())
             wl = case.workload(self.device, np.random.default_rng(seed), "time")
             self._wl["time"] = wl if wl is not None else self._wl["check"]
         return self._wl["time"]
@@ -352,7 +356,7 @@ class Tuner:
                 done.add(id(wl))
                 wl.free()
         self._wl = {}
-        self._wl_case = None
+        self._wl_key = None
 
     # one candidate ----------------------------------------------------------------------
     def _candidate(self, case, variant: str, spec: dict, base: dict) -> dict:

@@ -221,7 +221,8 @@ def plot(report, out_dir) -> list[Path]:
             ax.set_ylabel("GB/s (best over other constants)" if units[0].bytes
                           else "µs per dispatch (best over other constants)")
             ax.grid(alpha=0.3)
-        axes[0][0].legend(fontsize=7)
+            if ax.lines:
+                ax.legend(fontsize=7)
         fig.suptitle(f"{kname} on {report.device} (* = chosen)")
         fig.tight_layout()
         p = out_dir / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', kname)}.png"

@@ -5,7 +5,9 @@ module `vkinfer/autotune/cases/<family>.py` with
 
     def cases(info: DeviceInfo) -> list[Case]
 
-returning one `Case` per (kernel, shape class, group of variants) worth tuning on that device.
+returning one `Case` per (kernel, shape class, group of variants) worth tuning on that device,
+in the order to tune them, and optionally `PRIORITY` (int, default 50; families run in
+increasing order, so a budget is spent on the hot kernels first).
 Shapes are chosen per device: tiny on a CPU device (lavapipe), the real model sizes on GPUs, so
 the time measured is representative of the class there. A Case says
 
@@ -19,7 +21,8 @@ the time measured is representative of the class there. A Case says
 - `sweep`: optional {name: choices} replacing the SpecConst `choices` (to narrow a sweep).
 - optional hooks: `defaults(variant, info)` (the untuned baseline when a family's host code does
   not use the Kernel's defaults), `derive(values)` (constants computed from swept ones),
-  `prepare(device)` (fixed values read from another unit's tuned result, just before tuning).
+  `prepare(device)` (fixed values read from another unit's tuned result, just before tuning),
+  `share_key()` (cases with one key reuse one workload: a big weight matrix is made once).
 - `bytes`: bytes a timed dispatch moves (0 when unknown), for GB/s.
 
 and implements three methods:
@@ -53,11 +56,14 @@ class Workload:
         self.outputs: dict[str, int] = {}
         self.meta: dict = {}
 
-    def input(self, name: str, arr) -> object:
-        """Upload `arr` as buffer `name` (rewritten by reset(), so read-write inputs are too)."""
+    def input(self, name: str, arr, *, size: int | None = None, keep: bool = True) -> object:
+        """Upload `arr` as buffer `name` of at least `size` bytes. Kept inputs are rewritten by
+        reset() (so read-write ones start fresh); keep=False drops the host copy (big timing
+        inputs that no check reads)."""
         a = np.ascontiguousarray(arr)
-        self.host[name] = a
-        b = self.device.memory.alloc(max(a.nbytes, 4))
+        if keep:
+            self.host[name] = a
+        b = self.device.memory.alloc(max(a.nbytes, int(size or 0), 4))
         if a.nbytes:
             b.write(a)
         self.bufs[name] = b
@@ -124,6 +130,12 @@ class Case:
         derives a constant from others (mul_mat's WG from its tile) computes it here, as the
         family's pipeline() does, so the contract sees what would really be built."""
         return values
+
+    def share_key(self):
+        """Cases returning the same key (not None) share their workloads when tuned one after
+        the other (mul_mat_vec's 1..8 columns over one weight matrix); their workload() must
+        then serve all of them. None: this case's own workloads."""
+        return None
 
     def prepare(self, device):
         """Called right before this case's units are looked up or tuned: a case whose `fixed`
@@ -213,7 +225,8 @@ def load_cases(info, kernels=None, shape_classes=None, notes: list | None = None
     """Every case for this device, filtered by family/kernel-stem patterns and shape-class
     patterns (fnmatch; None = all)."""
     out = []
-    for fam, mod in sorted(case_modules(notes).items()):
+    mods = case_modules(notes)
+    for fam, mod in sorted(mods.items(), key=lambda kv: (getattr(kv[1], "PRIORITY", 50), kv[0])):
         try:
             cs = mod.cases(info)
         except Exception as e:  # a broken cases module must not stop the others

@@ -9,6 +9,8 @@ import numpy as np
 from ...pipelines import argmax as fam
 from . import Case, Workload, compare, is_cpu
 
+PRIORITY = 60  # lower is tuned first (a budget goes to what matters most)
+
 
 class ArgmaxCase(Case):
     family = "argmax"

@@ -7,6 +7,8 @@ import numpy as np
 from ...pipelines import axpy as fam
 from . import Case, Workload, compare, is_cpu
 
+PRIORITY = 70  # lower is tuned first (a budget goes to what matters most)
+
 
 def shape_class(n: int) -> str:
     """Tuning class of an axpy over n elements: n rounded up to a power of two.

@@ -9,6 +9,8 @@ from ...pipelines import conv1d as fam
 from ...pipelines import gated_delta_net as kg
 from . import Case, Workload, compare_rel, is_cpu
 
+PRIORITY = 50  # lower is tuned first (a budget goes to what matters most)
+
 TOL = 1e-5  # tests/kernels/test_conv1d.py
 D_CONV = 4
 

@@ -8,6 +8,8 @@ import numpy as np
 from ...pipelines import elementwise as fam
 from . import Case, Workload, compare, is_cpu
 
+PRIORITY = 50  # lower is tuned first (a budget goes to what matters most)
+
 RTOL = 2e-5  # tests/kernels/test_elementwise.py
 
 

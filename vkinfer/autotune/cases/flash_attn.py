@@ -22,6 +22,8 @@ from ...errors import ContractError
 from ...pipelines import flash_attn as fam
 from . import Case, Workload, compare, is_cpu
 
+PRIORITY = 20  # lower is tuned first (a budget goes to what matters most)
+
 TOL = 1e-5  # tests/kernels/test_flash_attn.py: |d| <= 1e-5·max|V| + 1e-5·|ref|
 
 

@@ -12,6 +12,8 @@ import numpy as np
 from ...pipelines import gated_delta_net as fam
 from . import Case, Workload, compare_rel, is_cpu
 
+PRIORITY = 10  # lower is tuned first (a budget goes to what matters most)
+
 TOL = 1e-5  # as tests/kernels/test_gated_delta_net.py: f32 recurrence vs a float64 oracle
 
 # (H_v, H_k, S) per model: shared/reference shapes (Qwen3.6-27B, Qwen3.6-35B-A3B)

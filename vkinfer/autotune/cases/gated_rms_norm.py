@@ -9,6 +9,8 @@ import numpy as np
 from ...pipelines import gated_rms_norm as fam
 from . import Case, Workload, compare_rel, is_cpu
 
+PRIORITY = 50  # lower is tuned first (a budget goes to what matters most)
+
 EPS = 1e-6
 TOL = 1e-5  # tests/kernels/test_gated_rms_norm.py
 

@@ -9,6 +9,8 @@ from ...pipelines import flash_attn as fa
 from ...pipelines import kv_store as fam
 from . import Case, Workload, compare, is_cpu
 
+PRIORITY = 55  # lower is tuned first (a budget goes to what matters most)
+
 
 class KvStoreCase(Case):
     family = "kv_store"

@@ -9,6 +9,8 @@ import numpy as np
 from ...pipelines import moe_route as fam
 from . import Case, Workload, compare, is_cpu
 
+PRIORITY = 50  # lower is tuned first (a budget goes to what matters most)
+
 RTOL, ATOL = 2e-6, 1e-7  # tests/kernels/test_moe_route.py
 
 

@@ -10,6 +10,8 @@ import numpy as np
 from ...pipelines import rms_norm as fam
 from . import Case, Workload, compare, is_cpu
 
+PRIORITY = 50  # lower is tuned first (a budget goes to what matters most)
+
 EPS = 1e-6
 RTOL, ATOL = 2e-5, 1e-7  # tests/kernels/test_rms_norm.py uses 1e-5 (2e-5 gated)
 

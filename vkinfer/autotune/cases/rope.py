@@ -8,6 +8,8 @@ import numpy as np
 from ...pipelines import rope as fam
 from . import Case, Workload, compare, is_cpu
 
+PRIORITY = 55  # lower is tuned first (a budget goes to what matters most)
+
 
 class RopeCase(Case):
     family = "rope"

@@ -8,6 +8,8 @@ import numpy as np
 from ...pipelines import softmax as fam
 from . import Case, Workload, compare, is_cpu
 
+PRIORITY = 60  # lower is tuned first (a budget goes to what matters most)
+
 RTOL, ATOL = 2e-5, 1e-9  # tests/kernels/test_softmax.py
 
 

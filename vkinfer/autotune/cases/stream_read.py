@@ -8,6 +8,8 @@ import numpy as np
 from ...pipelines import stream_read as fam
 from . import Case, Workload, compare, is_cpu
 
+PRIORITY = 90  # tuned last: a probe, not on the inference path
+
 SHAPE_CLASS = "stream"
 
 
