@@ -1,7 +1,8 @@
 """ops.moe: MoE routing and expert matmuls on the GPU, numpy in and out (llamacpp-facts §2.6).
 
 `moe_route` turns router logits into (ids, weights); `shared_expert_gate` is Qwen's sigmoid gate
-of the shared expert. Models do not use these entry points (they record the pipelines' dispatch
+of the shared expert; `mul_mat_id` runs the selected experts' matvecs (y [T, k, rows]) and
+`mul_mat_id_weighted` their routing-weighted sum (y [T, rows]). Models do not use these entry points (they record the pipelines' dispatch
 functions into a graph, where the ids never leave the GPU); tests, tools and users do.
 """
 
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..gguf import quants
 from ..pipelines import moe_route as route_k
+from ..pipelines import mul_mat_id as mmid_k
 from ._base import op_session, run
 
-__all__ = ["moe_route", "shared_expert_gate"]
+__all__ = ["moe_route", "mul_mat_id", "mul_mat_id_weighted", "shared_expert_gate"]
 
 
 def moe_route(
@@ -61,3 +64,135 @@ def shared_expert_gate(logit, device=None, **spec) -> np.ndarray:
         kp = route_k.GATE_KERNEL.pipeline(dev, **spec)
         run(dev, lambda rec: route_k.dispatch_shared_gate(rec, kp, bx, bg, x.size))
         return bg.read(np.float32, np.shape(logit))
+
+
+def _experts(w_raw3d, w_type):
+    t = quants.parse_type(w_type, supported_only=True)
+    info = quants.type_info(t)
+    w = np.asarray(w_raw3d)
+    if w.dtype != np.uint8 or w.ndim != 3:
+        raise ValueError(
+            f"mul_mat_id: w_raw3d must be uint8 [n_expert, rows, bytes_per_row]; "
+            f"got {w.dtype} {w.shape}"
+        )
+    if w.shape[2] % info.type_size:
+        raise ValueError(
+            f"mul_mat_id: rows of {w.shape[2]} bytes are not whole {info.name} "
+            f"blocks of {info.type_size} bytes"
+        )
+    K = w.shape[2] // info.type_size * info.block_size
+    return t, np.ascontiguousarray(w), K
+
+
+def _upload_padded(tmp, a):
+    """The shaders read whole 32-bit words (2-aligned block types read up to 2 bytes past a
+    block), so the bound range is rounded up to 16 bytes."""
+    flat = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+    pad = -flat.size % 16
+    return tmp.upload(np.concatenate([flat, np.zeros(pad, np.uint8)]) if pad else flat)
+
+
+def _ids_inputs(ids, x, K, n_expert):
+    ids = np.ascontiguousarray(np.atleast_2d(np.asarray(ids)), dtype=np.int32)
+    T, k = ids.shape
+    if ids.size and (ids.min() < 0 or ids.max() >= n_expert):
+        raise ValueError(f"mul_mat_id: expert ids must be in [0, {n_expert})")
+    x = np.ascontiguousarray(np.asarray(x, np.float32))
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.shape not in ((T, K), (T, k, K)):
+        raise ValueError(
+            f"mul_mat_id: x must be [T, K] (shared) or [T, k, K] (per slot) with "
+            f"T={T}, k={k}, K={K}; got {x.shape}"
+        )
+    return ids, x, x.ndim == 3
+
+
+def mul_mat_id(
+    w_raw3d, w_type, x, ids, device=None, reduce: str | None = None, **spec
+) -> np.ndarray:
+    """y[t, j] = W[ids[t, j]] · x[t] (x [T, K], shared by the slots) or · x[t, j] (x [T, k, K]).
+
+    w_raw3d: uint8 [n_expert, rows, bytes_per_row] (a GGUF 3-D expert tensor); w_type: a GGUF
+    type, id or name. Returns float32 [T, k, rows]. Runs shaders/mul_mat_id.comp."""
+    t, w, K = _experts(w_raw3d, w_type)
+    n_expert, rows = w.shape[0], w.shape[1]
+    ids, x, per_slot = _ids_inputs(ids, x, K, n_expert)
+    T, k = ids.shape
+    mmid_k.check_k(t, K, "mul_mat_id")
+    with op_session(device) as (dev, tmp):
+        bw, bx, bi = _upload_padded(tmp, w), tmp.upload(x), tmp.upload(ids)
+        by = tmp.empty(T * k * rows * 4)
+        kp = mmid_k.pipeline(dev, t, rows=rows, K=K, n_slots=k, reduce=reduce, **spec)
+        run(
+            dev,
+            lambda rec: mmid_k.dispatch(
+                rec,
+                kp,
+                bw,
+                bx,
+                bi,
+                by,
+                w_type=t,
+                rows=rows,
+                K=K,
+                n_expert=n_expert,
+                n_slots=k,
+                tokens=T,
+                per_slot_input=per_slot,
+            ),
+        )
+        return by.read(np.float32, (T, k, rows))
+
+
+def mul_mat_id_weighted(
+    w_raw3d, w_type, x, ids, weights, y=None, device=None, reduce: str | None = None, **spec
+) -> np.ndarray:
+    """y[t] (+)= Σ_j weights[t, j] · W[ids[t, j]] · x[t(, j)]: the routed experts' weighted sum
+    (the down projection's input is per slot, x [T, k, K]). With `y` [T, rows] given, the sum is
+    added to it. Returns float32 [T, rows]."""
+    t, w, K = _experts(w_raw3d, w_type)
+    n_expert, rows = w.shape[0], w.shape[1]
+    ids, x, per_slot = _ids_inputs(ids, x, K, n_expert)
+    T, k = ids.shape
+    wts = np.ascontiguousarray(np.asarray(weights, np.float32).reshape(T, k))
+    with op_session(device) as (dev, tmp):
+        bw, bx, bi = _upload_padded(tmp, w), tmp.upload(x), tmp.upload(ids)
+        bwt = tmp.upload(wts)
+        if y is None:
+            by = tmp.empty(T * rows * 4)
+        else:
+            by = tmp.upload(
+                np.ascontiguousarray(np.broadcast_to(np.asarray(y, np.float32), (T, rows)))
+            )
+        kp = mmid_k.pipeline(
+            dev,
+            t,
+            weighted=True,
+            accumulate=y is not None,
+            rows=rows,
+            K=K,
+            n_slots=k,
+            reduce=reduce,
+            **spec,
+        )
+        run(
+            dev,
+            lambda rec: mmid_k.dispatch(
+                rec,
+                kp,
+                bw,
+                bx,
+                bi,
+                by,
+                w_type=t,
+                rows=rows,
+                K=K,
+                n_expert=n_expert,
+                n_slots=k,
+                tokens=T,
+                weights=bwt,
+                per_slot_input=per_slot,
+            ),
+        )
+        return by.read(np.float32, (T, rows))

@@ -1,0 +1,338 @@
+#!/usr/bin/env python3
+"""Benchmark shaders/mul_mat_id.comp, the MoE expert matvec, at the Qwen3.6-35B-A3B shape
+(shared/reference/shapes.md: 256 experts, 8 routed per token, hidden 2048, expert FFN 512):
+gate/up (rows 512, K 2048, input shared by the slots) and down (rows 2048, K 512, one input per
+slot, with the fused routing-weighted sum), for T = 1..8 tokens (decode and MTP verify).
+
+Routing: every timed dispatch uses a different routing (ids/weights at their own offset), drawn
+so that each token picks k distinct experts and, with probability `--overlap`, reuses one of the
+previous token's experts (neighbouring tokens share experts in real models); `--routings`
+routings cycle, so the experts read are not the same few megabytes every time.
+
+Measured between two GPU timestamps (vkinfer.vk.commands.TimestampPool) around `--reps`
+dispatches in one command buffer, after a warm-up submit, in two modes:
+  serial         a barrier after each dispatch (as between dependent layers of a decode step)
+  back-to-back   no barriers (each dispatch writes its own output): throughput
+Bytes: "unique" = bytes of the distinct experts the tokens selected, the least any kernel must
+read (the roofline's numerator); the kernel fetches T·k expert matrices, re-reading an expert
+picked by several tokens (the cache may absorb that). GB/s are unique bytes / time, as a fraction
+of a stream-read bandwidth: `--stream-gbps`, else tools/bench_device.py's
+measure_stream_bandwidth(dev). Markdown on stdout, progress on stderr.
+
+    python tools/bench_moe.py [--types q4_k,q6_k,q8_0] [--tokens 1,2,4,8] [--reps 64]
+                              [--experts 256] [--stream-gbps G] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from vkinfer.gguf import quants
+from vkinfer.pipelines import mul_mat_id as km
+from vkinfer.vk.commands import Recorder, TimestampPool
+from vkinfer.vk.device import get_device
+from vkinfer.vk.memory import align_up
+from vkinfer.vk.sync import Fence, submit
+
+# Qwen3.6-35B-A3B (shared/reference/shapes.md)
+HIDDEN, EXPERT_FF, N_EXPERT, K_USED = 2048, 512, 256, 8
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+def stream_gbps(dev, args) -> tuple[float | None, str]:
+    if args.stream_gbps:
+        return args.stream_gbps, "--stream-gbps"
+    path = ROOT / "tools" / "bench_device.py"
+    try:
+        spec = importlib.util.spec_from_file_location("bench_device", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+        log("measuring stream-read bandwidth (tools/bench_device.py) ...")
+        res = mod.measure_stream_bandwidth(dev, args.stream_mib << 20)
+        return float(res["gbps"]), "tools/bench_device.py measure_stream_bandwidth"
+    except Exception as e:  # noqa: BLE001 - report without a fraction rather than fail
+        log(f"no stream bandwidth ({e}); pass --stream-gbps for the fraction column")
+        return None, "none"
+
+
+def routings(rng, n: int, T: int, k: int, n_expert: int, overlap: float) -> np.ndarray:
+    """int32 [n, T, k]: k distinct experts per token; each slot reuses one of the previous
+    token's experts with probability `overlap`."""
+    out = np.empty((n, T, k), np.int32)
+    for r in range(n):
+        prev: list[int] = []
+        for t in range(T):
+            chosen: list[int] = []
+            for _ in range(k):
+                cands = [e for e in prev if e not in chosen]
+                if cands and rng.random() < overlap:
+                    chosen.append(int(rng.choice(cands)))
+                else:
+                    free = np.setdiff1d(np.arange(n_expert), chosen)
+                    chosen.append(int(rng.choice(free)))
+            out[r, t] = chosen
+            prev = chosen
+    return out
+
+
+def timed(dev, record, reps: int, repeat: int = 3) -> float:
+    """Median GPU ns per dispatch of `record(rec, i)` for i < reps, between two timestamps."""
+    pool = TimestampPool(dev, 2)
+    rec, fence = Recorder(dev), Fence(dev)
+    times = []
+    try:
+        for it in range(repeat + 1):  # the first run warms caches and the shader JIT
+            rec.begin(one_time=True)
+            rec.reset_queries(pool)
+            rec.timestamp(pool, 0)
+            for i in range(reps if it else 1):
+                record(rec, i)
+            rec.timestamp(pool, 1)
+            rec.end()
+            fence.reset()
+            submit(dev, [rec.cb], fence)
+            fence.wait()
+            if it:
+                times.append(pool.elapsed_ns() / reps)
+        return statistics.median(times)
+    finally:
+        pool.destroy()
+        fence.destroy()
+
+
+class Experts:
+    """One expert tensor [n_expert, rows, K] of a type, random blocks with sane scales."""
+
+    def __init__(self, dev, rng, w_type, rows, K, n_expert):
+        self.w_type, self.rows, self.K, self.n_expert = w_type, rows, K, n_expert
+        self.expert_bytes = km.expert_stride(w_type, rows, K)
+        self.w = dev.memory.alloc(n_expert * self.expert_bytes + 16)
+        for e in range(n_expert):  # expert by expert: no huge temporary
+            self.w.write(quants.random_blocks(w_type, rows, K, rng), e * self.expert_bytes)
+
+    def free(self):
+        self.w.free()
+
+
+class Run:
+    """Inputs, routings and outputs of T tokens over an expert tensor."""
+
+    def __init__(self, dev, rng, ex: Experts, k, ids, per_slot, weighted):
+        self.dev, self.ex, self.k, self.ids = dev, ex, k, ids  # ids [n, T, k]
+        self.T = T = ids.shape[1]
+        self.per_slot, self.weighted = per_slot, weighted
+        self.bufs = []
+        xshape = (T, k, ex.K) if per_slot else (T, ex.K)
+        self.x = self._alloc(4 * int(np.prod(xshape)))
+        self.x.write(rng.standard_normal(xshape).astype(np.float32))
+        n = ids.shape[0]
+        align = max(16, dev.info.min_storage_buffer_offset_alignment)
+        self.rstride = align_up(4 * T * k, align)
+        self.ids_buf = self._alloc(n * self.rstride)
+        self.wts_buf = self._alloc(n * self.rstride)
+        for r in range(n):
+            self.ids_buf.write(ids[r], r * self.rstride)
+            self.wts_buf.write(np.full(T * k, 1.0 / k, np.float32), r * self.rstride)
+        self.ysize = 4 * T * ex.rows * (1 if weighted else k)
+        self.ystride = align_up(self.ysize, align)
+        self.y = self._alloc(n * self.ystride)
+
+    def _alloc(self, n):
+        b = self.dev.memory.alloc(n)
+        self.bufs.append(b)
+        return b
+
+    def unique_bytes(self, r: int) -> int:
+        return len(np.unique(self.ids[r])) * self.ex.expert_bytes
+
+    def recorder(self, kp, serial: bool):
+        n, ex = self.ids.shape[0], self.ex
+
+        def record(rec, i):
+            r = i % n
+            ids = self.ids_buf.range(r * self.rstride, 4 * self.T * self.k)
+            wts = self.wts_buf.range(r * self.rstride, 4 * self.T * self.k)
+            y = self.y.range(r * self.ystride, self.ysize)
+            km.dispatch(
+                rec,
+                kp,
+                ex.w,
+                self.x,
+                ids,
+                y,
+                w_type=ex.w_type,
+                rows=ex.rows,
+                K=ex.K,
+                n_expert=ex.n_expert,
+                n_slots=self.k,
+                tokens=self.T,
+                weights=wts if self.weighted else None,
+                per_slot_input=self.per_slot,
+            )
+            if serial:
+                rec.barrier()
+
+        return record
+
+    def free(self):
+        for b in self.bufs:
+            b.free()
+
+
+def main(argv=None) -> list:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--types", default="q4_k,q6_k,q8_0")
+    ap.add_argument("--tokens", default="1,2,3,4,5,6,7,8", help="token counts T")
+    ap.add_argument("--experts", type=int, default=N_EXPERT)
+    ap.add_argument("--k", type=int, default=K_USED, help="experts per token")
+    ap.add_argument("--proj", default="gate_up,down", help="gate_up (shared x), down (weighted)")
+    ap.add_argument("--reps", type=int, default=64, help="dispatches per timed command buffer")
+    ap.add_argument("--routings", type=int, default=64, help="distinct routings cycled")
+    ap.add_argument(
+        "--overlap",
+        type=float,
+        default=0.25,
+        help="probability a slot reuses one of the previous token's experts",
+    )
+    ap.add_argument("--reduce", default=None, choices=(None, "subgroup", "shmem"))
+    ap.add_argument("--spec", default="", help="spec overrides, e.g. WG=128,NR=2,UNROLL=2")
+    ap.add_argument("--stream-gbps", type=float, default=None)
+    ap.add_argument("--stream-mib", type=int, default=1024, help="stream probe size (MiB)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+
+    dev = get_device()
+    log(f"device: {dev.info.name} ({dev.info.type})")
+    sgbps, ssrc = stream_gbps(dev, args)
+    if sgbps:
+        log(f"stream bandwidth {sgbps:.1f} GB/s ({ssrc})")
+    spec = {kv.split("=")[0]: int(kv.split("=")[1]) for kv in args.spec.split(",") if kv}
+    rng = np.random.default_rng(args.seed)
+    tokens = [int(t) for t in args.tokens.split(",")]
+    projs = {"gate_up": (EXPERT_FF, HIDDEN, False, False), "down": (HIDDEN, EXPERT_FF, True, True)}
+    rows_out = []
+    for tname in args.types.split(","):
+        w_type = quants.parse_type(tname, supported_only=True)
+        for pname in args.proj.split(","):
+            rows, K, per_slot, weighted = projs[pname]
+            log(
+                f"{tname} {pname}: {args.experts} experts × {rows}×{K} "
+                f"({args.experts * km.expert_stride(w_type, rows, K) / 2**20:.0f} MiB)"
+            )
+            ex = Experts(dev, rng, w_type, rows, K, args.experts)
+            all_ids = routings(rng, args.routings, max(tokens), args.k, args.experts, args.overlap)
+            kp = km.pipeline(
+                dev,
+                w_type,
+                weighted=weighted,
+                rows=rows,
+                K=K,
+                n_slots=args.k,
+                reduce=args.reduce,
+                **spec,
+            )
+            try:
+                for T in tokens:
+                    run = Run(
+                        dev,
+                        rng,
+                        ex,
+                        args.k,
+                        np.ascontiguousarray(all_ids[:, :T]),
+                        per_slot,
+                        weighted,
+                    )
+                    try:
+                        ns_serial = timed(dev, run.recorder(kp, True), args.reps)
+                        ns_b2b = timed(dev, run.recorder(kp, False), args.reps)
+                        uniq = float(
+                            np.mean([run.unique_bytes(i % args.routings) for i in range(args.reps)])
+                        )
+                    finally:
+                        run.free()
+                    r = {
+                        "type": tname,
+                        "proj": pname,
+                        "T": T,
+                        "rows": rows,
+                        "K": K,
+                        "experts_unique": uniq / ex.expert_bytes,
+                        "unique_bytes": uniq,
+                        "fetched_bytes": T * args.k * ex.expert_bytes,
+                        "variant": kp.variant,
+                        "spec": kp.spec,
+                        "us_serial": ns_serial / 1e3,
+                        "us_b2b": ns_b2b / 1e3,
+                        "gbps_serial": uniq / ns_serial,
+                        "gbps_b2b": uniq / ns_b2b,
+                        "stream_gbps": sgbps,
+                    }
+                    if sgbps:
+                        r["frac_serial"] = r["gbps_serial"] / sgbps
+                        r["frac_b2b"] = r["gbps_b2b"] / sgbps
+                    rows_out.append(r)
+                    log(
+                        f"  T={T}: {r['us_serial']:.1f} µs serial, {r['gbps_serial']:.1f} GB/s; "
+                        f"{r['us_b2b']:.1f} µs back-to-back, {r['gbps_b2b']:.1f} GB/s"
+                    )
+            finally:
+                ex.free()
+
+    def pct(r, key):
+        return f"{100 * r[key]:.0f}%" if key in r else "–"
+
+    print(
+        f"## mul_mat_id on {dev.info.name}: Qwen3.6-35B-A3B expert shapes, {args.experts} "
+        f"experts, {args.k} per token"
+    )
+    print()
+    print(
+        f"Stream bandwidth: {f'{sgbps:.1f} GB/s' if sgbps else 'unknown'} ({ssrc}). GB/s = "
+        f"bytes of the distinct selected experts / time; fetched = T·k expert matrices."
+    )
+    print()
+    print(
+        "| type | proj | T | distinct experts | MiB distinct | MiB fetched | µs serial | "
+        "GB/s | of stream | µs back-to-back | GB/s | of stream |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows_out:
+        print(
+            f"| {r['type']} | {r['proj']} | {r['T']} | {r['experts_unique']:.1f} | "
+            f"{r['unique_bytes'] / 2**20:.2f} | {r['fetched_bytes'] / 2**20:.2f} | "
+            f"{r['us_serial']:.1f} | {r['gbps_serial']:.1f} | {pct(r, 'frac_serial')} | "
+            f"{r['us_b2b']:.1f} | {r['gbps_b2b']:.1f} | {pct(r, 'frac_b2b')} |"
+        )
+    if args.json:
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "device": dev.info.name,
+                    "stream_gbps": sgbps,
+                    "stream_source": ssrc,
+                    "args": vars(args),
+                    "results": rows_out,
+                },
+                indent=1,
+                default=str,
+            )
+        )
+    return rows_out
+
+
+if __name__ == "__main__":
+    main()

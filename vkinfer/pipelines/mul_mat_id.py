@@ -1,0 +1,306 @@
+"""mul_mat_id: the MoE expert matvec, y[t, j] = W_{ids[t, j]} · x[t(, j)], for every GGUF weight
+type mul_mat_vec supports, with the expert ids read on the GPU from moe_route's output (R3).
+Optional fused epilogue (WEIGHTED): y[t] (+)= Σ_j weights[t, j]·W_{ids[t, j]}·x[t, j], the
+"weighted sum of experts" after the down projection (llamacpp-facts §2.6 step 8; llama.cpp's
+mul_mat_vec_id with the MUL_MAT_ID + MUL fusion and the MULTI_ADD of the expert outputs, §3.6).
+
+Expert weights are one 3-D GGUF tensor [n_expert, rows, row_bytes] in one buffer; a workgroup
+reads only its expert's rows. Decode and MTP verify (T <= 8): one dispatch over (row blocks ×
+slots × tokens). Prefill: the same kernel over all tokens — correct, but each (token, slot)
+re-reads its expert's rows (no grouping of tokens by expert yet).
+
+Numerics (R5): every (t, j) follows the canonical reduction of shaders/common/quants.glsl, the
+same loop as mul_mat_vec, so y[t, j] is bit-identical to mul_mat_vec of the expert's slice with
+x[t, j] (tests check it). WEIGHTED sums weights[t, j]·y[t, j] in increasing j without fma
+contraction; `reference_weighted_from_slots` reproduces it bit for bit in numpy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..gguf import quants
+from .kernel import Binding, Kernel, SpecConst, Variant, ceil_div, require
+from .mul_mat_vec import LANES, TYPES, check_k, type_defines, type_name
+
+__all__ = [
+    "KERNEL",
+    "dispatch",
+    "expert_stride",
+    "pipeline",
+    "reference",
+    "reference_weighted",
+    "reference_weighted_from_slots",
+]
+
+
+def _contract(spec, info):
+    wg, nr, un = spec["WG"], spec["NR"], spec["UNROLL"]
+    require(wg % LANES == 0 and wg > 0, f"mul_mat_id: WG={wg} must be a multiple of {LANES}")
+    require(
+        wg <= info.max_workgroup_invocations and wg <= info.max_workgroup_size[0],
+        f"mul_mat_id: WG={wg} exceeds the device's workgroup limits",
+    )
+    require(1 <= nr <= 8, f"mul_mat_id: NR={nr} must be 1..8")
+    require(1 <= un <= 8, f"mul_mat_id: UNROLL={un} must be 1..8")
+    require(spec["WEIGHTED"] or not spec["ACCUMULATE"], "mul_mat_id: ACCUMULATE needs WEIGHTED")
+
+
+def _variant_contract(variant, spec, info):
+    if variant.endswith("_shmem"):
+        need = spec["WG"] * spec["NR"] * 4
+        require(
+            need <= info.max_compute_shared_memory,
+            f"mul_mat_id/{variant}: {need} bytes of shared memory exceed the device's "
+            f"{info.max_compute_shared_memory}",
+        )
+    else:
+        require(
+            info.min_subgroup_size >= LANES,
+            f"mul_mat_id/{variant}: subgroups of {info.min_subgroup_size} < {LANES} lanes",
+        )
+        require(
+            spec["WG"] % info.max_subgroup_size == 0,
+            f"mul_mat_id/{variant}: WG={spec['WG']} is not a multiple of the subgroup size "
+            f"{info.max_subgroup_size}",
+        )
+
+
+def _variants() -> dict:
+    v = {}
+    for t in TYPES:
+        n = t.name.lower()
+        v[n] = Variant({**type_defines(t), "SUBGROUP_REDUCE": 1})
+        v[f"{n}_shmem"] = Variant(type_defines(t))
+    return v
+
+
+_VARIANTS = _variants()
+
+PUSH = np.dtype(
+    [
+        (f, "<u4")
+        for f in (
+            "rows",
+            "K",
+            "row_bytes",
+            "expert_stride",
+            "n_expert",
+            "n_slots",
+            "ids_stride",
+            "x_tstride",
+            "x_sstride",
+            "y_tstride",
+            "y_sstride",
+        )
+    ]
+)
+
+KERNEL = Kernel(
+    stem="mul_mat_id",
+    bindings=(
+        Binding("w", "r", "uint8[n_expert, rows, row_bytes] GGUF blocks"),
+        Binding("x", "r", "float: x[t, j, :] at t*x_tstride + j*x_sstride (x_sstride 0: shared)"),
+        Binding("ids", "r", "int32[T, ids_stride] selected experts"),
+        Binding("weights", "r", "float[T, ids_stride] routing weights (WEIGHTED; bind ids else)"),
+        Binding("y", "b", "float[T, n_slots, rows] or, WEIGHTED, float[T, rows]"),
+    ),
+    push=PUSH,
+    spec=(
+        SpecConst("WG", 0, 64, choices=(32, 64, 128, 256), doc="invocations (8 lanes per row)"),
+        SpecConst("NR", 1, 2, choices=(1, 2, 4), doc="rows per 8-lane group"),
+        SpecConst("UNROLL", 2, 2, choices=(1, 2, 4), doc="units loaded ahead per lane"),
+        SpecConst("WEIGHTED", 3, False, doc="y[t] = sum_j w[t,j] * W_e x (set by the caller)"),
+        SpecConst("ACCUMULATE", 4, False, doc="WEIGHTED: add into y (set by the caller)"),
+    ),
+    variants=_VARIANTS,
+    op_requires={n: ("shuffle",) for n in _VARIANTS if not n.endswith("_shmem")},
+    contract=_contract,
+    variant_contract=_variant_contract,
+    doc="MoE expert matvec over the router's selected experts (+ weighted sum)",
+)
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, (max(n, 1) - 1).bit_length())
+
+
+def shape_class(rows: int, K: int, n_slots: int, weighted: bool = False) -> str:
+    return f"s{n_slots}{'w' if weighted else ''}-r{_pow2(rows)}-k{_pow2(K)}"
+
+
+def variant_for(info, w_type, reduce: str | None = None) -> str:
+    """The subgroup variant of a type when the device can run it, else the shared-memory one."""
+    n = type_name(w_type)
+    if reduce == "shmem":
+        return f"{n}_shmem"
+    if reduce == "subgroup":
+        return n
+    if n in KERNEL.supported_variants(info) and info.min_subgroup_size >= LANES:
+        return n
+    return f"{n}_shmem"
+
+
+def pipeline(
+    device,
+    w_type,
+    weighted: bool = False,
+    accumulate: bool = False,
+    rows: int | None = None,
+    K: int | None = None,
+    n_slots: int | None = None,
+    reduce: str | None = None,
+    **overrides,
+):
+    """The pipeline for one weight type. Resolution: spec defaults < tuning database (by shape
+    class, when rows, K and n_slots are given) < overrides. Falls back to the shared-memory
+    variant when the subgroup one's contract fails and `reduce` is not forced."""
+    from ..errors import ContractError
+
+    variant = variant_for(device.info, w_type, reduce)
+    sc = shape_class(rows, K, n_slots, weighted) if None not in (rows, K, n_slots) else None
+    ov = {**overrides, "WEIGHTED": bool(weighted), "ACCUMULATE": bool(accumulate)}
+    try:
+        return KERNEL.pipeline(device, variant, shape_class=sc, **ov)
+    except ContractError:
+        if reduce is not None or variant.endswith("_shmem"):
+            raise
+        return KERNEL.pipeline(device, f"{variant}_shmem", shape_class=sc, **ov)
+
+
+def expert_stride(w_type, rows: int, K: int) -> int:
+    """Bytes from one expert's matrix to the next in a packed [n_expert, rows, K] tensor."""
+    return rows * quants.row_bytes(w_type, K)
+
+
+def row_blocks(kp, rows: int) -> int:
+    return ceil_div(rows, kp.spec["WG"] // LANES * kp.spec["NR"])
+
+
+def dispatch(
+    rec,
+    kp,
+    w,
+    x,
+    ids,
+    y,
+    *,
+    w_type,
+    rows: int,
+    K: int,
+    n_expert: int,
+    n_slots: int,
+    tokens: int,
+    weights=None,
+    per_slot_input: bool = False,
+    ids_stride: int | None = None,
+    x_tstride: int | None = None,
+    x_sstride: int | None = None,
+    y_tstride: int | None = None,
+    y_sstride: int | None = None,
+    expert_stride_bytes: int | None = None,
+):
+    """Record the expert matvec for `tokens` tokens × `n_slots` selected experts.
+
+    w: [n_expert, rows, row_bytes] GGUF bytes; ids (and weights): [tokens, ids_stride] on the GPU.
+    x: shared input [tokens, K] (x_sstride 0) or, per_slot_input, [tokens, n_slots, K].
+    y: [tokens, n_slots, rows], or [tokens, rows] with a WEIGHTED pipeline (which needs
+    `weights`; an ACCUMULATE pipeline adds into y). Strides are in elements."""
+    check_k(w_type, K, "mul_mat_id")
+    weighted = kp.spec["WEIGHTED"]
+    require(
+        kp.variant.split("_shmem")[0] == type_name(w_type),
+        f"mul_mat_id: pipeline {kp.variant} does not match weight type {type_name(w_type)}",
+    )
+    require(
+        weighted == (weights is not None),
+        "mul_mat_id: give weights exactly when the pipeline is WEIGHTED",
+    )
+    require(1 <= n_slots and n_expert >= 1 and rows >= 1, "mul_mat_id: empty shape")
+    ids_stride = n_slots if ids_stride is None else ids_stride
+    require(ids_stride >= n_slots, "mul_mat_id: ids_stride < n_slots")
+    if x_sstride is None:
+        x_sstride = K if per_slot_input else 0
+    if x_tstride is None:
+        x_tstride = n_slots * K if per_slot_input else K
+    if y_sstride is None:
+        y_sstride = rows
+    if y_tstride is None:
+        y_tstride = rows if weighted else n_slots * rows
+    require(
+        x_tstride % 4 == 0 and x_sstride % 4 == 0,
+        "mul_mat_id: x strides must be multiples of 4 floats (16-byte loads)",
+    )
+    es = expert_stride(w_type, rows, K) if expert_stride_bytes is None else expert_stride_bytes
+    require(n_expert * es < 2**32, "mul_mat_id: expert tensor must be < 4 GiB (32-bit offsets)")
+    nb = row_blocks(kp, rows)
+    lim = rec.device.info.max_workgroup_count
+    require(
+        nb <= lim[0] and n_slots <= lim[1] and tokens <= lim[2],
+        f"mul_mat_id: grid {nb}x{n_slots}x{tokens} exceeds the device limit {lim}",
+    )
+    kp.record(
+        rec,
+        [w, x, ids, ids if weights is None else weights, y],
+        (nb, 1 if weighted else n_slots, tokens),
+        rows=rows,
+        K=K,
+        row_bytes=quants.row_bytes(w_type, K),
+        expert_stride=es,
+        n_expert=n_expert,
+        n_slots=n_slots,
+        ids_stride=ids_stride,
+        x_tstride=x_tstride,
+        x_sstride=x_sstride,
+        y_tstride=y_tstride,
+        y_sstride=y_sstride,
+    )
+
+
+def _experts_f64(w_raw3d, w_type):
+    w = np.asarray(w_raw3d, np.uint8)
+    return quants.dequantize(w, w_type).astype(np.float64)  # [n_expert, rows, K]
+
+
+def _inputs(x, T, n_slots):
+    x = np.asarray(x, np.float32).astype(np.float64)
+    if x.ndim == 2:  # shared input [T, K]
+        return np.broadcast_to(x[:, None, :], (T, n_slots, x.shape[-1]))
+    return x  # [T, n_slots, K]
+
+
+def reference(w_raw3d, w_type, x, ids) -> np.ndarray:
+    """float64 oracle: y[t, j] = dequantize(W[ids[t, j]]) @ x[t(, j)], as float32 [T, k, rows].
+
+    w_raw3d: uint8 [n_expert, rows, row_bytes]; x: [T, K] (shared) or [T, k, K] (per slot)."""
+    ids = np.asarray(ids, np.int64)
+    T, k = ids.shape
+    w = _experts_f64(w_raw3d, w_type)
+    xs = _inputs(x, T, k)
+    return np.einsum("tjrk,tjk->tjr", w[ids], xs).astype(np.float32)
+
+
+def reference_weighted(w_raw3d, w_type, x, ids, weights, y0=None) -> np.ndarray:
+    """float64 oracle of the WEIGHTED form: y[t] = (y0[t] +) Σ_j weights[t, j]·W_e·x[t(, j)]."""
+    ids = np.asarray(ids, np.int64)
+    T, k = ids.shape
+    w = _experts_f64(w_raw3d, w_type)
+    ys = np.einsum("tjrk,tjk->tjr", w[ids], _inputs(x, T, k))
+    out = np.einsum("tj,tjr->tr", np.asarray(weights, np.float64), ys)
+    if y0 is not None:
+        out = out + np.asarray(y0, np.float64)
+    return out.astype(np.float32)
+
+
+def reference_weighted_from_slots(y_slots, weights, y0=None) -> np.ndarray:
+    """The WEIGHTED epilogue's exact float32 arithmetic applied to per-slot results
+    y_slots [T, k, rows]: acc = 0; acc = acc + w_j·y_j for j = 0..k-1; then y0 + acc. With the
+    per-slot results of the GPU this reproduces the fused kernel bit for bit."""
+    ys = np.asarray(y_slots, np.float32)
+    w = np.asarray(weights, np.float32)
+    acc = np.zeros((ys.shape[0], ys.shape[2]), np.float32)
+    for j in range(ys.shape[1]):
+        acc = acc + w[:, j : j + 1] * ys[:, j, :]
+    if y0 is not None:
+        acc = np.asarray(y0, np.float32) + acc
+    return acc
