@@ -288,19 +288,40 @@ def test_tools_script_stream_read(tmp_path):
     assert any(k.startswith("stream_read/default/stream") for k in dev)
 
 
-def test_cases_are_checked_against_reference(device):
-    """Every shipped case's default candidate passes its own check on this device (so a
-    rejection in a real run means the candidate, not the case, is wrong)."""
+def _first_case_per_family():
     from vkinfer.autotune.cases import load_cases
+    from vkinfer.vk.device import get_device
+
+    out = {}
+    for c in load_cases(get_device().info):
+        out.setdefault(c.family, c)
+    return out
+
+
+FAMILIES = sorted(_first_case_per_family())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_case_default_passes_its_check(device, family):
+    """Each family's case (its first shape class), at the values the host uses untuned, passes
+    its own reference check on this device for every variant it can run: a rejection in a real
+    run then means the candidate is wrong, not the case."""
+    from vkinfer.autotune.engine import sweep_space
     from vkinfer.vk.commands import one_shot
 
-    rng = np.random.default_rng(1)
-    for case in load_cases(device.info, ["axpy", "stream_read"]):
-        for v in case.variants:
-            kp = case.kernel.pipeline(device, v, **case.fixed)
-            wl = case.workload(device, rng, "check")
+    case = _first_case_per_family()[family]
+    case.prepare(device)
+    runnable = [v for v in case.variants if v in case.kernel.supported_variants(device.info)]
+    assert runnable, case
+    for v in runnable:
+        _, default, _, base = sweep_space(case, device.info, v)
+        kp = case.kernel.pipeline(device, v, **case.derive(base))
+        wl = case.workload(device, np.random.default_rng(1), "check")
+        try:
             wl.reset()
             with one_shot(device) as rec:
                 case.record(rec, kp, wl)
-            assert case.verify(kp, wl) is None, case
+            assert case.verify(kp, wl) is None, (case, v)
+        finally:
             wl.free()
+

@@ -518,22 +518,27 @@ class Tuner:
                     u.status, u.note = "skipped", f"device lacks {need}"
                 else:
                     pending.append((case, v, u))
-        if self.progress:  # an estimate: a unit tuned earlier in this run may change another
-            total = 0
-            for case, v, u in pending:
-                case.prepare(self.device)
-                if self._cached(case, v, UnitResult("", "", "", "")):
-                    continue
-                try:
-                    total += len(sweep_space(case, self.info, v)[2])
-                except TypeError:
-                    total += 1
-            self.progress.start(total, budget_s=self.budget_s, clock=self.clock, t0=self._t0)
         try:
+            if self.progress:  # an estimate: a unit tuned earlier in this run may change another
+                total = 0
+                for case, v, _ in pending:
+                    try:
+                        case.prepare(self.device)
+                        if self._cached(case, v, UnitResult("", "", "", "")):
+                            continue
+                        total += len(sweep_space(case, self.info, v)[2])
+                    except Exception:  # noqa: BLE001 - reported when the unit runs
+                        total += 1
+                self.progress.start(total, budget_s=self.budget_s, clock=self.clock,
+                                    t0=self._t0)
             for case, v, u in pending:
                 # prepare() may read what an earlier unit of this run stored (e.g. constants
                 # two shape classes must share), so it runs right before the unit
-                case.prepare(self.device)
+                try:
+                    case.prepare(self.device)
+                except Exception as e:  # noqa: BLE001 - one broken case must not end the run
+                    u.status, u.note = "failed", f"prepare: {type(e).__name__}: {e}"
+                    continue
                 if self._cached(case, v, u):
                     continue
                 try:
@@ -561,6 +566,7 @@ class Tuner:
                 self.progress.finish()
             if own_timer and hasattr(self.timer, "close"):
                 self.timer.close()
+                self.timer = None
         rep.elapsed_s = self.elapsed()
         return rep
 
