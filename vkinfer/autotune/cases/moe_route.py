@@ -1,6 +1,6 @@
-"""moe_route: the router epilogue (gating, top-k, renormalise) per (experts, k) class, one decode
-token and an MTP verify batch. The subgroup and shared-memory forms of a gating select
-identically, so each gating's two variants form a group (tuning.best_variant picks)."""
+"""moe_route: the router epilogue (gating, top-k, renormalise) per the family's (experts, k)
+class, one decode token. The subgroup and shared-memory forms of a gating select identically,
+so each gating's two variants form a group (tuning.best_variant picks)."""
 
 from __future__ import annotations
 
@@ -44,13 +44,13 @@ class MoeRouteCase(Case):
 
 def cases(info):
     sub = fam.has_subgroup_arithmetic(info)
-    shapes = [(64, 4, 1)] if is_cpu(info) else [(256, 8, 1), (256, 8, 4)]
+    # the family's class has no token count: one decode token is what is timed
+    shapes = [(64, 4, 1)] if is_cpu(info) else [(256, 8, 1), (128, 8, 1)]
     gatings = ("softmax",) if is_cpu(info) else ("softmax", "sigmoid")
     out = []
     for E, k, T in shapes:
         for g in gatings:
             vs = (g, f"{g}_shmem") if sub else (f"{g}_shmem",)
-            cls = fam.shape_class(E, k) + ("" if T == 1 else f"-t{T}")
-            out.append(MoeRouteCase(fam.ROUTE_KERNEL, cls, vs, E=E, k=k, tokens=T,
+            out.append(MoeRouteCase(fam.ROUTE_KERNEL, fam.shape_class(E, k), vs, E=E, k=k, tokens=T,
                                     bytes=4 * T * (E + 2 * k), shape=f"E={E} k={k} T={T}"))
     return out
