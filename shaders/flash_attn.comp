@@ -37,7 +37,9 @@
 //       window (0: none), scale (usually 1/sqrt(HD)), softcap (0: none).
 // Spec: 0 WG workgroup size, 1 HD head dim, 2 BR rows per workgroup, 3 BC columns per block,
 //       4 CHUNK KV positions per chunk, 5 DL lanes per column in the score dot product,
-//       6 SPLIT write chunk partials (true) or fold in-shader and write out (false).
+//       6 SPLIT write chunk partials (true) or fold in-shader and write out (false),
+//       7 PREFETCH_V request a block's V rows (BC x VEC registers) before its scores, hiding one
+//         memory round trip per block; costs registers (and LLVM compile time on lavapipe).
 // Defines: KV_Q8_0 (Q8_0 cache; default F16), SHMEM_REDUCE (lane reduction through shared memory
 //          instead of subgroup shuffles; same summation tree, same bits).
 // Dispatch: (SPLIT ? n_chunks_max : 1, ceil(n_q_max * G / BR), n_head_kv) workgroups. Rows with
@@ -59,6 +61,7 @@ layout(constant_id = 3) const uint BC = 32;
 layout(constant_id = 4) const uint CHUNK = 256;
 layout(constant_id = 5) const uint DL = 8;
 layout(constant_id = 6) const bool SPLIT = true;
+layout(constant_id = 7) const bool PREFETCH_V = false;
 
 const uint WG = gl_WorkGroupSize.x;
 const uint VEC = HD / WG;         // output elements per thread in the P.V phase
@@ -217,6 +220,18 @@ void main() {
             if (j0 > hi || j0 + int(BC) <= lo) {
                 continue;   // no row of the tile sees this block
             }
+            // V rows of the block are requested now, so they arrive while the scores are
+            // computed (one memory round trip per block instead of two).
+            float vr[BC * VEC];
+            if (PREFETCH_V) {
+                for (uint c = 0; c < BC; ++c) {
+                    const int j = j0 + int(c);
+                    for (uint i = 0; i < VEC; ++i) {
+                        vr[c * VEC + i] = j < c1
+                            ? load_v(uint(j) * p.n_head_kv + kvh, tid * VEC + i) : 0.0;
+                    }
+                }
+            }
             // ---- scores: column group cg takes columns cg + s * NCG; DL lanes split the dot.
             // All of the group's K slices are loaded first (loads in flight together), then each
             // query slice is read from shared memory once for all CPG columns.
@@ -326,7 +341,8 @@ void main() {
                 }
                 float v[VEC];
                 for (uint i = 0; i < VEC; ++i) {
-                    v[i] = load_v(uint(j) * p.n_head_kv + kvh, tid * VEC + i);
+                    v[i] = PREFETCH_V ? vr[c * VEC + i]
+                                      : load_v(uint(j) * p.n_head_kv + kvh, tid * VEC + i);
                 }
                 for (uint r = 0; r < BR; ++r) {
                     float pr = Ss[r * BC + c];

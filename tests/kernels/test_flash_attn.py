@@ -173,6 +173,10 @@ def test_batch_invariance_bits(rng, kv_type):
     ]
     if kv_type == "f16":  # the largest tile once (slow to compile on lavapipe)
         variants.append(flash_attn(q, kc, vc, pos, p0 + 17, mode="split", BR=32, **kw))
+    # the V-prefetch path (on for GPUs, off by default on CPU devices, where it is slow to
+    # compile): split mode with F16, direct mode with Q8_0
+    mode = "split" if kv_type == "f16" else "direct"
+    variants.append(flash_attn(q, kc, vc, pos, p0 + 17, mode=mode, PREFETCH_V=True, **kw))
     for v in variants:
         np.testing.assert_array_equal(_bits(v), _bits(with16))
     _check(with16, _ref(q, kc, vc, pos, p0 + 17, kv_type), vc, kv_type)

@@ -93,6 +93,8 @@ def _contract(spec, info):
                            "column groups")
     require(chunk % bc == 0, f"flash_attn: CHUNK={chunk} must be a multiple of BC={bc}")
     require(0 < br <= wg, f"flash_attn: BR={br} must be in 1..WG={wg}")
+    require(not spec.get("PREFETCH_V") or bc * hd // wg <= 128,
+            f"flash_attn: PREFETCH_V holds BC * HD / WG = {bc * hd // wg} > 128 values per thread")
     require(dl <= info.min_subgroup_size,
             f"flash_attn: DL={dl} lanes must fit in a subgroup ({info.min_subgroup_size})")
     need = shared_bytes(spec, False)
@@ -142,7 +144,10 @@ FLASH = SubgroupKernel(
                     doc="KV positions per split chunk (numerics)"),
           SpecConst("DL", 5, _dl_default, choices=(4, 8, 16, 32),
                     doc="lanes per score dot product (numerics)"),
-          SpecConst("SPLIT", 6, True, doc="write chunk partials for the reduce pass")),
+          SpecConst("SPLIT", 6, True, doc="write chunk partials for the reduce pass"),
+          SpecConst("PREFETCH_V", 7, False, choices=(False, True),
+                    doc="load a block's V before its scores; pipelines() turns it on for GPUs "
+                        "when (BC + BR) * HD / WG <= 96 registers")),
     variants={
         "f16": Variant({}, requires=("storage16",)),
         "q8_0": Variant({"KV_Q8_0": 1}, requires=("storage16",)),
@@ -271,6 +276,9 @@ def _pipelines(device, variant, head_dim, kv_type, split, group, rows, overrides
             except ContractError:
                 br //= 2
         vals["BR"] = br
+    if "PREFETCH_V" not in overrides and "PREFETCH_V" not in tuned:
+        vec = head_dim // vals["WG"]
+        vals["PREFETCH_V"] = info.type != "cpu" and (vals["BC"] + vals["BR"]) * vec <= 96
     kp = FLASH.pipeline(device, variant, **vals)
     kr = None
     if split:
