@@ -44,11 +44,12 @@
 //          instead of subgroup shuffles; same summation tree, same bits).
 // Dispatch: (SPLIT ? n_chunks_max : 1, ceil(n_q_max * G / BR), n_head_kv) workgroups. Rows with
 //          t >= n_q and chunks past kv_len exit early, so one recording serves every step.
-// Contract (checked on the host): HD % WG == 0 (VEC = HD / WG outputs per thread), WG % DL == 0,
-//          DL a power of two, HD % (4 DL) == 0, BC % (WG / DL) == 0, CHUNK % BC == 0, BR <= WG,
-//          shared memory fits; subgroup variant: DL <= min subgroup size, WG a multiple of the
-//          max subgroup size; Q8_0: HD % 32 == 0 and 32 % VEC == 0. n_head % n_head_kv == 0,
-//          q_pos[t] < kv_len for every active token, kv_len >= 1.
+// Contract (checked on the host): HD % WG == 0 (VEC = HD / WG outputs per thread, <= 16),
+//          DL a power of two dividing WG, DL <= min subgroup size, HD % (4 DL) == 0,
+//          BC % (WG / DL) == 0, CHUNK % BC == 0, BR <= WG, shared memory fits, PREFETCH_V only
+//          with BC * VEC <= 128; Q8_0: HD % 32 == 0. Caller: n_head % n_head_kv == 0,
+//          kv_len >= 1 and q_pos[t] < kv_len for every active token (a row with no valid
+//          position gets 0).
 #include "base.glsl"
 #extension GL_KHR_shader_subgroup_basic : enable
 #extension GL_KHR_shader_subgroup_shuffle : enable
@@ -100,6 +101,7 @@ shared float Ss[BR * BC];          // scores of the block, then probabilities
 shared int row_first[BR];
 shared int row_last[BR];
 shared float row_a[BR];            // block rescale, then fold scale a
+shared float row_m[BR];            // running row max of the chunk
 shared float row_b[BR];            // fold scale b, then final L
 #ifdef SHMEM_REDUCE
 shared float Red[BR * BC * DL];
@@ -304,26 +306,32 @@ void main() {
 #endif
             barrier();
 
-            // ---- online softmax, one thread per row, columns in order.
+            // ---- online softmax: row maxima and rescale (one thread per row), then the exps
+            // by all threads; the row sum (in column order) is taken by the row's thread below,
+            // while the others already run P V.
             if (tid < BR) {
                 float mb = FA_NEG;
                 for (uint c = 0; c < BC; ++c) {
                     mb = max(mb, Ss[tid * BC + c]);
                 }
                 float mn = max(m_run, mb);
-                float alpha = (mn == m_run) ? 1.0 : ((m_run == FA_NEG) ? 0.0 : exp(m_run - mn));
-                precise float l = l_run * alpha;
-                for (uint c = 0; c < BC; ++c) {
-                    float sc = Ss[tid * BC + c];
-                    float pr = (sc == FA_NEG) ? 0.0 : exp(sc - mn);
-                    Ss[tid * BC + c] = pr;
-                    l = l + pr;
-                }
-                l_run = l;
+                row_a[tid] = (mn == m_run) ? 1.0 : ((m_run == FA_NEG) ? 0.0 : exp(m_run - mn));
+                row_m[tid] = mn;
                 m_run = mn;
-                row_a[tid] = alpha;
             }
             barrier();
+            for (uint e = tid; e < BR * BC; e += WG) {
+                float sc = Ss[e];
+                Ss[e] = (sc == FA_NEG) ? 0.0 : exp(sc - row_m[e / BC]);
+            }
+            barrier();
+            if (tid < BR) {
+                precise float l = l_run * row_a[tid];
+                for (uint c = 0; c < BC; ++c) {
+                    l = l + Ss[tid * BC + c];
+                }
+                l_run = l;
+            }
 
             // ---- O = O * alpha + P V; thread tid owns outputs tid * VEC .. + VEC.
             for (uint r = 0; r < BR; ++r) {

@@ -71,7 +71,7 @@ def _pow2(x: int) -> bool:
 
 def shared_bytes(spec: dict, shmem_reduce: bool) -> int:
     br, hd, bc, dl = spec["BR"], spec["HD"], spec["BC"], spec["DL"]
-    n = br * hd * 4 + br * bc * 4 + 4 * br * 4
+    n = br * hd * 4 + br * bc * 4 + 5 * br * 4
     if shmem_reduce:
         n += br * bc * dl * 4
     return n
