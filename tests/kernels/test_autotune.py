@@ -131,6 +131,22 @@ def test_unsupported_variant_skipped(device, tmp_path):
     assert st["exotic"] == ("skipped", "device lacks no_such_feature")
 
 
+def test_shader_that_does_not_compile_fails_its_unit_once(device, tmp_path, monkeypatch):
+    # -DACCUMULATE=1 turns axpy.comp's `const bool ACCUMULATE` into `const bool 1`
+    k = dataclasses.replace(axpy.KERNEL, variants={"default": Variant({"ACCUMULATE": "1"})})
+    import vkinfer.pipelines.kernel as kmod
+
+    calls = []
+    real = kmod.get_spirv
+    monkeypatch.setattr(kmod, "get_spirv", lambda *a: calls.append(a) or real(*a))
+    timer = FakeTimer(TIMES)
+    (u,) = tuner(device, tmp_path, [make_case(kernel=k)], timer).run().units
+    assert u.status == "failed" and timer.calls == [] and len(calls) == 1
+    assert all(r["status"] == "error" and "does not compile" in r["msg"] for r in u.results)
+    ent = tuning.entry(device.info, k, "default", "n1024", tmp_path / "tuning.json")
+    assert ent["spec"] == {} and ent["time_ns"] is None  # done until the shader changes
+
+
 def test_budget_then_resume_then_cached(device, tmp_path):
     clock = FakeClock()
     t1 = FakeTimer(TIMES, clock, cost_s=1.0)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import tuning
-from ..errors import ContractError, DeviceFeatureError, VkinferError
+from ..errors import ContractError, DeviceFeatureError, ShaderCompileError, VkinferError
 from ..paths import cache_dir
 from ..vk.commands import Recorder, TimestampPool, one_shot
 from ..vk.sync import Fence, submit
@@ -371,6 +371,9 @@ class Tuner:
             kp = k.pipeline(self.device, variant, **full)
         except ContractError as e:
             return {**out, "status": "contract", "msg": str(e)}
+        except ShaderCompileError as e:  # the variant's SPIR-V: every candidate would fail
+            return {**out, "status": "error", "msg": f"shader does not compile: {e}",
+                    "compile_error": True}
         except (VkinferError, TypeError, ValueError) as e:
             return {**out, "status": "error", "msg": f"pipeline: {e}"}
         try:
@@ -405,8 +408,12 @@ class Tuner:
         stamp = self._stamp(case, variant)
         done = self.resume.get(u.key, stamp)
         results = {}
+        broken = None  # a compile error of the variant's shader: no candidate can run
         for spec in cands:
             ck = cand_key(spec)
+            if broken is not None:
+                results[ck] = {"spec": spec, "status": "error", "msg": broken}
+                continue
             label = f"{case.kernel.stem}/{variant} {case.shape_class} " + " ".join(
                 f"{n}={v}" for n, v in spec.items())
             if ck in done:
@@ -423,6 +430,8 @@ class Tuner:
             if self.progress:
                 self.progress.label(label)
             r = self._candidate(case, variant, spec, base)
+            if r.pop("compile_error", False):
+                broken = r["msg"]
             if needs_run:
                 self._account(self.clock() - t)
             results[ck] = r

@@ -136,13 +136,18 @@ def format_table(report) -> str:
 
 
 def format_rejections(report, limit: int = 20) -> str:
-    """One line per wrong or failed candidate (contract rejections are only counted)."""
+    """Wrong or failed candidates, one line per unit and message (contract rejections are only
+    counted in the table)."""
     lines = []
     for u in report.units:
+        groups: dict = {}
         for r in u.rejected:
             if r.get("status") in ("wrong", "error"):
-                lines.append(f"  {u.kernel}/{u.variant} {u.shape_class} "
-                             f"{_fmt_spec(r.get('spec', {}))}: {r['status']}: {r.get('msg', '')}")
+                msg = (r.get("msg") or "").strip().splitlines()
+                groups.setdefault((r["status"], msg[0] if msg else ""), []).append(r)
+        for (status, msg), rs in groups.items():
+            who = _fmt_spec(rs[0].get("spec", {})) if len(rs) == 1 else f"{len(rs)} candidates"
+            lines.append(f"  {u.kernel}/{u.variant} {u.shape_class} {who}: {status}: {msg}")
     if len(lines) > limit:
         lines = lines[:limit] + [f"  ... and {len(lines) - limit} more"]
     return "\n".join(lines)
