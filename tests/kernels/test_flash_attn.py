@@ -104,6 +104,13 @@ def test_prefill_40_tokens(rng, kv_type, opts):
     _check(got, _ref(q, kc, vc, pos, 40, kv_type, **opts), vc, kv_type, tol)
 
 
+def test_prefill_head_dim_128(rng):
+    q, kc, vc = _data(rng, 24, 4, 2, 128, 30, "q8_0")
+    pos = np.arange(6, 30)
+    got = flash_attn(q, kc, vc, pos, 30, mode="direct")
+    _check(got, _ref(q, kc, vc, pos, 30, "q8_0"), vc, "q8_0")
+
+
 def test_prefill_continues_a_cache(rng):
     # a second prompt chunk at positions 60..99 over a 100-long cache, several chunks per row
     q, kc, vc = _data(rng, 40, 6, 1, 64, 128, "f16")

@@ -234,9 +234,9 @@ def pipelines(device, head_dim: int, kv_type: str = "f16", split: bool = True, g
     count of a layer agrees bit for bit while WG/BR are tuned per mode. Untuned: WG =
     auto_wg(head_dim); BR = the smallest power of two >= rows, at most 32 (split) or 16 (direct,
     which keeps a second accumulator; 8 on CPU devices), lowered until the contract (shared
-    memory) holds. On a
-    ContractError with the subgroup variant and no explicit `reduce`, falls back to the
-    shared-memory variant."""
+    memory) holds; PREFETCH_V on for GPUs when (BC + BR) * HD / WG <= 96. On a ContractError
+    with the subgroup variant and no explicit `reduce`, falls back to the shared-memory
+    variant."""
     variant = variant_for(device.info, kv_type, reduce)
     rows = 8 if rows is None else max(1, int(rows))
     try:
@@ -321,6 +321,8 @@ def dispatch(rec, kp, kr, q, k_cache, v_cache, q_pos, lens, out, part_o=None, pa
     split = bool(kp.spec["SPLIT"])
     require(split == (kr is not None), "flash_attn: split pipelines need the reduce pipeline "
                                        "(and direct ones none)")
+    require(kr is None or (kr.spec["CHUNK"], kr.spec["HD"]) == (kp.spec["CHUNK"], hd),
+            "flash_attn: the reduce pipeline's CHUNK and HD must equal the main pipeline's")
     g = n_head // n_head_kv
     nch = n_chunks(kp, kv_len_max)
     scale = 1.0 / math.sqrt(hd) if scale is None else float(scale)
