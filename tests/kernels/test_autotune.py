@@ -330,7 +330,7 @@ def test_case_default_passes_its_check(device, family):
     runnable = [v for v in case.variants if v in case.kernel.supported_variants(device.info)]
     assert runnable, case
     for v in runnable:
-        _, default, _, base = sweep_space(case, device.info, v)
+        base = sweep_space(case, device.info, v)[3]
         kp = case.kernel.pipeline(device, v, **case.derive(base))
         wl = case.workload(device, np.random.default_rng(1), "check")
         try:

@@ -156,7 +156,7 @@ class FlashReduceCase(_Attn):
 def _cases(info, hd, g, n_kv, kv_type, cpu):
     row = fam.cache_row_bytes(kv_type, n_kv, hd)
     kv_len = 256 if cpu else 4096
-    common = dict(hd=hd, g=g, n_kv=n_kv, kv_type=kv_type)
+    common = {"hd": hd, "g": g, "n_kv": n_kv, "kv_type": kv_type}
     vs = tuple(v for v in (kv_type, f"{kv_type}_shmem") if v in fam.FLASH.variants)
     num_sweep = ({"BC": (16, 32), "CHUNK": (64, 256), "DL": (4, 8)} if cpu else
                  {n: _choices(n) for n in ("BC", "CHUNK", "DL")})

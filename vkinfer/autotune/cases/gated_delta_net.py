@@ -26,7 +26,7 @@ class GDNCase(Case):
 
     def defaults(self, variant, info):
         try:
-            name, vals = fam.choose(info, self.S, variant)
+            _, vals = fam.choose(info, self.S, variant)
         except Exception:  # no valid default for this variant: the Kernel's defaults
             return {}
         return {k: v for k, v in vals.items() if k != "S_V"}

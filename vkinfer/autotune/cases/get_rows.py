@@ -26,7 +26,7 @@ class GetRowsCase(Case):
     def workload(self, device, rng, purpose):
         t = self.w_type
         rows, K, n = (self.rows, self.K, self.n_ids) if purpose == "time" else (
-            23, self.K if self.K <= 2048 else 2048, 5)
+            23, min(self.K, 2048), 5)
         wl = Workload(device, rng)
         rb = quants.row_bytes(t, K)
         w = quants.random_blocks(t, rows, K, rng)
