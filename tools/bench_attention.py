@@ -19,7 +19,12 @@ Markdown on stdout, progress on stderr, everything as JSON with --json.
 
     python tools/bench_attention.py [--shapes 27b,35b] [--kv 512,4096,32768] [--tokens 1,4]
         [--types f16,q8_0] [--spec CHUNK=512] [--sweep CHUNK=128,256,512 --sweep BR=4,8]
-        [--prefill 512] [--reps 50] [--stream-gbps G] [--json out.json]
+        [--prefill 512 --prefill-kv 512,4096] [--reps 50] [--stream-gbps G] [--json out.json]
+
+Suggested tuning run on a GPU (CHUNK trades occupancy at short context against partial-result
+traffic at long context; BC, CHUNK and DL change the numerics, so a model uses one value per
+layer shape for all modes):
+    python tools/bench_attention.py --sweep CHUNK=64,128,256,512 --sweep PREFETCH_V=0,1
 """
 
 from __future__ import annotations
@@ -216,7 +221,8 @@ def _decode_one(device, rng, args, bw, label, shape, n_head, n_kv, hd, kv_type, 
            "partial_bytes": po_b + pm_b}
     s = kp.spec
     log(f"{shape} {kv_type:5s} kv={kv_len:6d} q={n_q:2d} WG={s['WG']} BR={s['BR']} "
-        f"BC={s['BC']} CHUNK={s['CHUNK']} DL={s['DL']}: {ns / 1e3:9.2f} us "
+        f"BC={s['BC']} CHUNK={s['CHUNK']} DL={s['DL']} PF={int(s['PREFETCH_V'])}: "
+        f"{ns / 1e3:9.2f} us "
         f"(main {ns_main / 1e3:8.2f})  {gbps:8.1f} GB/s  {100 * gbps / bw:5.1f}%")
     return row
 
@@ -281,7 +287,7 @@ def main(argv=None) -> int:
     ap.add_argument("--spec", action="append", help="fixed spec overrides, e.g. CHUNK=512")
     ap.add_argument("--sweep", action="append",
                     help="decode spec sweep, e.g. CHUNK=128,256,512 (repeat for a product)")
-    ap.add_argument("--prefill", default="", help="prefill chunk sizes, e.g. 512 (off: empty)")
+    ap.add_argument("--prefill", default="512", help="prefill chunk sizes (\"\" to skip)")
     ap.add_argument("--prefill-kv", default="512,4096", help="KV lengths for prefill")
     ap.add_argument("--reps", type=int, default=50, help="calls per timed command buffer")
     ap.add_argument("--working-set-mib", type=int, default=512,
@@ -314,7 +320,8 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in (r for r in rows if r["section"] == "decode"):
         s = r["spec"]
-        spec = f"WG {s['WG']} BR {s['BR']} BC {s['BC']} CHUNK {s['CHUNK']} DL {s['DL']}"
+        spec = (f"WG {s['WG']} BR {s['BR']} BC {s['BC']} CHUNK {s['CHUNK']} DL {s['DL']} "
+                f"PF {int(s['PREFETCH_V'])}")
         print(f"| {r['model']} ({r['n_head']}/{r['n_head_kv']}/{r['head_dim']}) | "
               f"{r['kv_type']} | {r['kv_len']} | {r['n_q']} | {r['us']:.2f} | "
               f"{r['us_main']:.2f} | {r['kv_bytes'] / 1e6:.2f} | {r['gbps']:.1f} | "
@@ -328,7 +335,7 @@ def main(argv=None) -> int:
             s = r["spec"]
             print(f"| {r['model']} | {r['kv_type']} | {r['n_q']} | {r['kv_len']} | "
                   f"{r['us']:.1f} | {r['tflops']:.2f} | WG {s['WG']} BR {s['BR']} "
-                  f"BC {s['BC']} CHUNK {s['CHUNK']} |")
+                  f"BC {s['BC']} CHUNK {s['CHUNK']} DL {s['DL']} PF {int(s['PREFETCH_V'])} |")
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"device": info.name, "driver": info.driver_info, "stream_gbps": bw,
