@@ -1,7 +1,8 @@
 // GGUF weight blocks -> float32, shared by mul_mat_vec, mul_mat and get_rows.
 // Block layouts follow ggml-common.h (block_q4_0 ... block_iq4_xs); the float arithmetic of each
 // dequantized value follows vkinfer/gguf/quants.py (itself ggml's dequantize_row_*), operation for
-// operation, so get_rows reproduces gguf.quants.dequantize bit for bit.
+// operation (all of it `precise`), so get_rows reproduces gguf.quants.dequantize bit for bit; the
+// matrix kernels differ only in the fma of DQ_EXACT below.
 //
 // Contract with the including shader:
 //   - it declares the raw weight bytes twice on one binding, before including this file:
@@ -11,7 +12,12 @@
 //   - it defines exactly one QTYPE_<NAME> plus QK (elements per block) and BLOCK_BYTES (bytes per
 //     block); vkinfer/pipelines passes both from vkinfer/gguf/quants.py, the owner of those facts;
 //   - it calls quants_init() once at the top of main(), by every invocation (IQ4 types fill a
-//     shared-memory codebook there and wait on a barrier).
+//     shared-memory codebook there and wait on a barrier);
+//   - DQ_EXACT (get_rows) makes the types with a block minimum (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K)
+//     round twice, d·q then ± m, exactly as numpy/ggml do; without it (the matrix kernels) they
+//     use one fma, one instruction fewer per weight and at least as accurate. Every other type
+//     is numpy-exact either way. (The matrix kernels agree with each other bit for bit in both
+//     cases: they share this code.)
 //
 // Canonical decomposition (DESIGN R5; the reduction order every matrix kernel follows):
 //   A row of K weights is cut into UNITS of UNIT_ELEMS elements, numbered u = 0 .. K/UNIT_ELEMS-1.
@@ -61,6 +67,13 @@ uint byte_of(uint w, uint b) { return (w >> (b << 3)) & 0xFFu; }
 uint byte4(uvec4 v, uint b) { return (v[b >> 2] >> ((b & 3u) << 3)) & 0xFFu; }
 float h2f(uint h) { return unpackHalf2x16(h).x; }
 
+// w = d·q + m for a vec4 of quants (m is -min for the K-quants); see DQ_EXACT above.
+#ifdef DQ_EXACT
+#define DQ_AFFINE(q, d, m) ((d) * (q) + (m))
+#else
+#define DQ_AFFINE(q, d, m) fma((q), vec4(d), vec4(m))
+#endif
+
 // Exact float of a small integer without an int->float instruction (quarter rate on several
 // GPUs): 2^23 + q has q in its mantissa. u2f(q) = q; u2f_bias(q, B) = q - B (B a small integer).
 float u2f(uint q) {
@@ -68,9 +81,9 @@ float u2f(uint q) {
     return r;
 }
 #define U2F_BIAS(q, B) (uintBitsToFloat((q) | 0x4B000000u) - (8388608.0 + (B)))
-// int8 stored in the low byte of b
+// int8 in b (0..255): (b ^ 0x80) | 0x4B000000 = b ^ 0x4B000080 is 2^23 + 128 + int8(b).
 float s8f(uint b) {
-    precise float r = U2F_BIAS(b ^ 0x80u, 128.0);
+    precise float r = uintBitsToFloat(b ^ 0x4B000080u) - 8388736.0;
     return r;
 }
 
@@ -171,8 +184,8 @@ Raw load_raw(uint row_off, uint u) {
 vec4 dq_piece(Raw r, uint u, uint p) {
     vec2 dm = unpackHalf2x16(r.dm);
     uint w = r.q[p & 3u] >> (4u * (p >> 2));
-    precise vec4 v = dm.x * vec4(u2f(w & 15u), u2f((w >> 8) & 15u), u2f((w >> 16) & 15u),
-                                 u2f((w >> 24) & 15u)) + dm.y;
+    precise vec4 v = DQ_AFFINE(vec4(u2f(w & 15u), u2f((w >> 8) & 15u), u2f((w >> 16) & 15u),
+                                    u2f((w >> 24) & 15u)), dm.x, dm.y);
     return v;
 }
 uint piece_k(uint u, uint p) { return 32u * u + 4u * p; }
@@ -212,8 +225,8 @@ vec4 dq_piece(Raw r, uint u, uint p) {
     uint w = (r.q[p & 3u] >> (4u * (p >> 2))) & 0x0F0F0F0Fu;
     uint h = r.qh >> (4u * p);
     w |= ((h & 1u) << 4) | ((h & 2u) << 11) | ((h & 4u) << 18) | ((h & 8u) << 25);
-    precise vec4 v = dm.x * vec4(u2f(w & 31u), u2f((w >> 8) & 31u), u2f((w >> 16) & 31u),
-                                 u2f(w >> 24)) + dm.y;
+    precise vec4 v = DQ_AFFINE(vec4(u2f(w & 31u), u2f((w >> 8) & 31u), u2f((w >> 16) & 31u),
+                                    u2f(w >> 24)), dm.x, dm.y);
     return v;
 }
 uint piece_k(uint u, uint p) { return 32u * u + 4u * p; }
@@ -268,8 +281,8 @@ vec4 dq_piece(Raw r, uint u, uint p) {
     uint h = (r.qh[p & 3u] >> (2u * (t >> 1) + run)) & 0x01010101u;
     w |= h << 4;
 #endif
-    precise vec4 v = dl * vec4(u2f(w & 255u), u2f((w >> 8) & 255u), u2f((w >> 16) & 255u),
-                               u2f(w >> 24)) - ml;
+    precise vec4 v = DQ_AFFINE(vec4(u2f(w & 255u), u2f((w >> 8) & 255u), u2f((w >> 16) & 255u),
+                                    u2f(w >> 24)), dl, -ml);
     return v;
 }
 uint piece_k(uint u, uint p) {
@@ -335,8 +348,8 @@ vec4 dq_piece(Raw r, uint u, uint p) {
     precise float dl = dd.x * u2f(sc & 15u);
     precise float ml = dd.y * u2f(sc >> 4);
     uint w = (r.q[p & 1u] >> (2u * s)) & 0x03030303u;
-    precise vec4 v = dl * vec4(u2f(w & 255u), u2f((w >> 8) & 255u), u2f((w >> 16) & 255u),
-                               u2f(w >> 24)) - ml;
+    precise vec4 v = DQ_AFFINE(vec4(u2f(w & 255u), u2f((w >> 8) & 255u), u2f((w >> 16) & 255u),
+                                    u2f(w >> 24)), dl, -ml);
     return v;
 }
 #else

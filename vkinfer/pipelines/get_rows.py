@@ -45,7 +45,7 @@ KERNEL = Kernel(
         ]
     ),
     spec=(SpecConst("WG", 0, 64, choices=(32, 64, 128, 256), doc="units per workgroup"),),
-    variants={t.name.lower(): Variant(type_defines(t)) for t in TYPES},
+    variants={t.name.lower(): Variant({**type_defines(t), "DQ_EXACT": 1}) for t in TYPES},
     contract=_contract,
     doc="embedding rows of a GGUF-typed table, dequantized to float32",
 )
