@@ -454,7 +454,10 @@ class Tuner:
                              for r in u.results]}
         if not ok:
             u.status = "failed"
-            u.note = "no candidate passed the reference check"
+            kinds: dict = {}
+            for r in u.results:
+                kinds[r["status"]] = kinds.get(r["status"], 0) + 1
+            u.note = "no candidate passed: " + ", ".join(f"{n} {k}" for k, n in kinds.items())
             tuning.store(self.info, case.kernel, variant, case.shape_class, {},
                          {**extra, "time_ns": None, "error": u.note}, self.db_path)
             return
@@ -466,7 +469,8 @@ class Tuner:
         u.chosen_spec, u.chosen_ns = dict(chosen["spec"]), chosen["ns"]
         u.status = "tuned"
         if dflt["status"] != "ok":
-            u.note = f"default rejected ({dflt['status']}: {dflt.get('msg', '')})"
+            first = (dflt.get("msg") or "").strip().splitlines()
+            u.note = f"default rejected ({dflt['status']}: {first[0] if first else ''})"
         tuning.store(self.info, case.kernel, variant, case.shape_class, u.chosen_spec,
                      {**extra, "time_ns": u.chosen_ns, "best_ns": u.best_ns}, self.db_path)
 
