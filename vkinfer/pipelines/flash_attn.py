@@ -34,7 +34,6 @@ import numpy as np
 
 from ..errors import ContractError
 from ..gguf.quants import type_info
-from .gated_delta_net import SubgroupKernel
 from .kernel import Binding, Kernel, SpecConst, Variant, ceil_div, require
 
 KV_TYPES = ("f16", "q8_0")
@@ -123,7 +122,7 @@ def _dl_default(info) -> int:
 _STEP_BINDINGS = (Binding("q_pos", "r", "int32[n_q_max] absolute positions (per step)"),
                   Binding("lens", "r", "int32[2] {kv_len, n_q} (per step)"))
 
-FLASH = SubgroupKernel(
+FLASH = Kernel(
     stem="flash_attn",
     bindings=(Binding("q", "r", "float[n_q_max, n_head, HD]"),
               Binding("k_cache", "r", "F16 or Q8_0 [kv_len_max, n_head_kv, HD]"),
