@@ -10,6 +10,10 @@
 //   its one-row router is concatenated to ffn_gate_inp, so one matvec yields both).
 // Variant SHARED_GATE_ONLY: only gate[t] = sigmoid(l[t, gate_col]), one invocation per token
 // (dispatch ceil(T / WG) workgroups); ids, weights and bias are not touched.
+// Variant GROUP: from ids, the per-expert work list of mul_mat_id's GROUPED (prefill) mode; its
+// own bindings: 0 ids int[T, ids_stride] at logit_off + t·logit_stride + j (read), 1 groups uint[]
+// (write, layout below); push n_expert, k (slots), logit_off, logit_stride, n_tokens; spec 1
+// GROUP_COLS (pairs per item = mul_mat_id's NUM_COLS); grid (1).
 // Bindings: 0 logits  float[]            (read)  l[t, e] at logit_off + t·logit_stride + e
 //           1 bias    float[n_expert]    (read)  selection bias (bind logits when has_bias = 0)
 //           2 ids     int[T, k]          (write) selected experts, best first
@@ -33,11 +37,17 @@
 #endif
 layout(local_size_x_id = 0) in;
 
+#ifdef GROUP
+layout(constant_id = 1) const uint GROUP_COLS = 8;
+layout(std430, binding = 0) readonly buffer GI { int ids_in[]; };
+layout(std430, binding = 1) writeonly buffer GO { uint groups[]; };
+#else
 layout(std430, binding = 0) readonly buffer L { float logits[]; };
 layout(std430, binding = 1) readonly buffer B { float bias[]; };
 layout(std430, binding = 2) writeonly buffer I { int ids[]; };
 layout(std430, binding = 3) writeonly buffer W { float weights[]; };
 layout(std430, binding = 4) writeonly buffer G { float gate[]; };
+#endif
 
 layout(push_constant) uniform Push {
     uint n_expert; uint k; uint logit_off; uint logit_stride;
@@ -52,7 +62,65 @@ const uint NONE = 0xFFFFFFFFu;
 
 float sigmoid_f(float x) { return 1.0 / (1.0 + exp(-x)); }
 
-#ifdef SHARED_GATE_ONLY
+#if defined(GROUP)
+// Expert work list for mul_mat_id's GROUPED mode. One workgroup. With P = T·k pairs
+// p = t·k + j and M = ceil(P / GROUP_COLS) + min(n_expert, P) (the most items there can be):
+//   groups[0] = n_items, groups[1] = P, groups[2..3] = 0
+//   groups[4 + 2i], groups[5 + 2i] = (e | cnt << 16, start), i < n_items: up to GROUP_COLS pairs
+//       of expert e, pairs[start .. start + cnt)
+//   groups[4 + 2M + q] = pairs sorted by expert (q < P); in increasing p within an expert.
+// Experts in increasing order, each cut into chunks of GROUP_COLS pairs.
+shared uint g_cnt[MAX_EXPERTS];
+shared uint g_off[MAX_EXPERTS];
+shared uint g_item[MAX_EXPERTS];
+
+void main() {
+    const uint tid = gl_LocalInvocationID.x;
+    const uint WG = gl_WorkGroupSize.x;
+    const uint E = p.n_expert, K = p.k;
+    const uint P = p.n_tokens * K;
+    const uint M = (P + GROUP_COLS - 1u) / GROUP_COLS + min(E, P);
+    const uint pairs_off = 4u + 2u * M;
+    for (uint e = tid; e < E; e += WG) g_cnt[e] = 0u;
+    barrier();
+    for (uint q = tid; q < P; q += WG) {
+        const uint e = min(uint(ids_in[p.logit_off + (q / K) * p.logit_stride + q % K]), E - 1u);
+        atomicAdd(g_cnt[e], 1u);
+    }
+    barrier();
+    if (tid == 0u) {  // exclusive prefix sums of pairs and of items, in expert order
+        uint po = 0u, io = 0u;
+        for (uint e = 0u; e < E; ++e) {
+            g_off[e] = po;
+            g_item[e] = io;
+            po += g_cnt[e];
+            io += (g_cnt[e] + GROUP_COLS - 1u) / GROUP_COLS;
+        }
+        groups[0] = io;
+        groups[1] = P;
+        groups[2] = 0u;
+        groups[3] = 0u;
+    }
+    barrier();
+    // Place the pairs: invocation e scans all pairs in order, so each expert's list is in
+    // increasing p (deterministic; O(P·E / WG) reads, small next to the matmuls it feeds).
+    for (uint e = tid; e < E; e += WG) {
+        const uint c = g_cnt[e];
+        if (c == 0u) continue;
+        uint w = pairs_off + g_off[e];
+        for (uint q = 0u; q < P; ++q) {
+            const uint eq = min(uint(ids_in[p.logit_off + (q / K) * p.logit_stride + q % K]),
+                                E - 1u);
+            if (eq == e) groups[w++] = q;
+        }
+        for (uint s = 0u; s < c; s += GROUP_COLS) {
+            const uint it = g_item[e] + s / GROUP_COLS;
+            groups[4u + 2u * it] = e | (min(GROUP_COLS, c - s) << 16);
+            groups[5u + 2u * it] = g_off[e] + s;
+        }
+    }
+}
+#elif defined(SHARED_GATE_ONLY)
 void main() {
     const uint t = gl_GlobalInvocationID.x;
     if (t >= p.n_tokens) return;

@@ -213,3 +213,23 @@ def test_subgroup_variant_needs_arithmetic(device):
     else:
         with pytest.raises(DeviceFeatureError):
             k.pipeline(device, "softmax")
+
+
+@pytest.mark.parametrize(
+    "T,kk,E,cols", [(1, 8, 256, 8), (5, 2, 4, 3), (40, 8, 256, 8), (3, 4, 8, 1), (100, 8, 16, 8)]
+)
+def test_group_work_list(device, rng, T, kk, E, cols):
+    """mul_mat_id's GROUPED work list: pairs sorted by expert (then pair index), items of up
+    to `cols` pairs; words past the last item are unspecified."""
+    ids = np.stack([rng.choice(E, kk, replace=False) for _ in range(T)]).astype(np.int32)
+    _, pairs_off, words = k.group_layout(T, kk, E, cols)
+    bi, bg = device.memory.alloc(ids.nbytes), device.memory.alloc(4 * words)
+    bi.write(ids)
+    kp = k.group_pipeline(device, cols)
+    with one_shot(device) as rec:
+        k.dispatch_group(rec, kp, bi, bg, E, kk, T)
+    got, ref = bg.read(np.uint32, (words,)), k.reference_group(ids, E, cols)
+    n = int(ref[0])
+    np.testing.assert_array_equal(got[: 4 + 2 * n], ref[: 4 + 2 * n])
+    np.testing.assert_array_equal(got[pairs_off:], ref[pairs_off:])
+    bi.free(), bg.free()

@@ -71,6 +71,10 @@ def test_every_type_matches_reference_and_mul_mat_vec_bits(device, rng, t, per_s
     np.testing.assert_array_equal(
         y.view(np.uint32), _mul_mat_vec_bits(raw, t, x, IDS).view(np.uint32)
     )
+    # The grouped (prefill) form: the same bits (items of 2 pairs: a partial item, and
+    # experts with several items).
+    yg = mul_mat_id(raw, t, x, IDS, grouped=True, cols=2)
+    np.testing.assert_array_equal(yg.view(np.uint32), y.view(np.uint32))
 
 
 @pytest.mark.parametrize("t", TYPES, ids=lambda t: t.name.lower())
@@ -112,6 +116,8 @@ def test_tunables_and_variants_do_not_change_bits(device, rng, t):
         got = mul_mat_id_weighted(raw, t, x, ids, wts, reduce=reduce, WG=32, NR=4)
         exact = k.reference_weighted_from_slots(want.view(np.float32), wts)
         np.testing.assert_array_equal(got.view(np.uint32), exact.view(np.uint32))
+        yg = mul_mat_id(raw, t, x, ids, reduce=reduce, grouped=True, cols=4, WG=128, NR=2)
+        np.testing.assert_array_equal(yg.view(np.uint32), want)
 
 
 def test_prefill_many_tokens(device, rng):
@@ -132,6 +138,15 @@ def test_prefill_many_tokens(device, rng):
     got = mul_mat_id_weighted(raw, t, xs, ids, w)
     np.testing.assert_array_equal(
         got, k.reference_weighted_from_slots(mul_mat_id(raw, t, xs, ids), w)
+    )
+    # Grouped by expert (each expert's rows read once per 8 pairs): the same bits, so prefill
+    # and decode agree (R5); the combine pass equals the fused weighted epilogue.
+    for cols in (8, 3):
+        np.testing.assert_array_equal(mul_mat_id(raw, t, x, ids, grouped=True, cols=cols), y)
+    y0 = rng.standard_normal((T, 24)).astype(np.float32)
+    np.testing.assert_array_equal(
+        mul_mat_id_weighted(raw, t, xs, ids, w, y=y0, grouped=True),
+        mul_mat_id_weighted(raw, t, xs, ids, w, y=y0),
     )
 
 

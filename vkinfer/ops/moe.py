@@ -108,13 +108,51 @@ def _ids_inputs(ids, x, K, n_expert):
     return ids, x, x.ndim == 3
 
 
+def _record_grouped(
+    rec, dev, t, bw, bx, bi, bys, rows, K, n_expert, T, k, per_slot, cols, tmp, reduce, spec
+):
+    """Work list from the ids, then the grouped expert matmul into bys [T, k, rows]."""
+    words = route_k.group_layout(T, k, n_expert, cols)[2]
+    bg = tmp.empty(4 * words)
+    kg = route_k.group_pipeline(dev, cols)
+    kp = mmid_k.pipeline(
+        dev, t, grouped=True, cols=cols, rows=rows, K=K, n_slots=k, reduce=reduce, **spec
+    )
+    route_k.dispatch_group(rec, kg, bi, bg, n_expert, k, T)
+    mmid_k.dispatch_grouped(
+        rec,
+        kp,
+        bw,
+        bx,
+        bg,
+        bys,
+        w_type=t,
+        rows=rows,
+        K=K,
+        n_expert=n_expert,
+        n_slots=k,
+        tokens=T,
+        per_slot_input=per_slot,
+    )
+
+
 def mul_mat_id(
-    w_raw3d, w_type, x, ids, device=None, reduce: str | None = None, **spec
+    w_raw3d,
+    w_type,
+    x,
+    ids,
+    device=None,
+    reduce: str | None = None,
+    grouped: bool = False,
+    cols: int = 8,
+    **spec,
 ) -> np.ndarray:
     """y[t, j] = W[ids[t, j]] · x[t] (x [T, K], shared by the slots) or · x[t, j] (x [T, k, K]).
 
     w_raw3d: uint8 [n_expert, rows, bytes_per_row] (a GGUF 3-D expert tensor); w_type: a GGUF
-    type, id or name. Returns float32 [T, k, rows]. Runs shaders/mul_mat_id.comp."""
+    type, id or name. Returns float32 [T, k, rows]. Runs shaders/mul_mat_id.comp; `grouped`
+    uses the prefill form (moe_route's work list, then each expert's rows read once per `cols`
+    pairs) — the same bits."""
     t, w, K = _experts(w_raw3d, w_type)
     n_expert, rows = w.shape[0], w.shape[1]
     ids, x, per_slot = _ids_inputs(ids, x, K, n_expert)
@@ -123,34 +161,69 @@ def mul_mat_id(
     with op_session(device) as (dev, tmp):
         bw, bx, bi = _upload_padded(tmp, w), tmp.upload(x), tmp.upload(ids)
         by = tmp.empty(T * k * rows * 4)
-        kp = mmid_k.pipeline(dev, t, rows=rows, K=K, n_slots=k, reduce=reduce, **spec)
-        run(
-            dev,
-            lambda rec: mmid_k.dispatch(
-                rec,
-                kp,
-                bw,
-                bx,
-                bi,
-                by,
-                w_type=t,
-                rows=rows,
-                K=K,
-                n_expert=n_expert,
-                n_slots=k,
-                tokens=T,
-                per_slot_input=per_slot,
-            ),
-        )
+        if grouped:
+            run(
+                dev,
+                lambda rec: _record_grouped(
+                    rec,
+                    dev,
+                    t,
+                    bw,
+                    bx,
+                    bi,
+                    by,
+                    rows,
+                    K,
+                    n_expert,
+                    T,
+                    k,
+                    per_slot,
+                    cols,
+                    tmp,
+                    reduce,
+                    spec,
+                ),
+            )
+        else:
+            kp = mmid_k.pipeline(dev, t, rows=rows, K=K, n_slots=k, reduce=reduce, **spec)
+            run(
+                dev,
+                lambda rec: mmid_k.dispatch(
+                    rec,
+                    kp,
+                    bw,
+                    bx,
+                    bi,
+                    by,
+                    w_type=t,
+                    rows=rows,
+                    K=K,
+                    n_expert=n_expert,
+                    n_slots=k,
+                    tokens=T,
+                    per_slot_input=per_slot,
+                ),
+            )
         return by.read(np.float32, (T, k, rows))
 
 
 def mul_mat_id_weighted(
-    w_raw3d, w_type, x, ids, weights, y=None, device=None, reduce: str | None = None, **spec
+    w_raw3d,
+    w_type,
+    x,
+    ids,
+    weights,
+    y=None,
+    device=None,
+    reduce: str | None = None,
+    grouped: bool = False,
+    cols: int = 8,
+    **spec,
 ) -> np.ndarray:
     """y[t] (+)= Σ_j weights[t, j] · W[ids[t, j]] · x[t(, j)]: the routed experts' weighted sum
     (the down projection's input is per slot, x [T, k, K]). With `y` [T, rows] given, the sum is
-    added to it. Returns float32 [T, rows]."""
+    added to it. Returns float32 [T, rows]. `grouped`: the prefill form (grouped matmul into
+    per-slot results, then the combine pass) — the same bits as the fused WEIGHTED kernel."""
     t, w, K = _experts(w_raw3d, w_type)
     n_expert, rows = w.shape[0], w.shape[1]
     ids, x, per_slot = _ids_inputs(ids, x, K, n_expert)
@@ -165,34 +238,62 @@ def mul_mat_id_weighted(
             by = tmp.upload(
                 np.ascontiguousarray(np.broadcast_to(np.asarray(y, np.float32), (T, rows)))
             )
-        kp = mmid_k.pipeline(
-            dev,
-            t,
-            weighted=True,
-            accumulate=y is not None,
-            rows=rows,
-            K=K,
-            n_slots=k,
-            reduce=reduce,
-            **spec,
-        )
-        run(
-            dev,
-            lambda rec: mmid_k.dispatch(
-                rec,
-                kp,
-                bw,
-                bx,
-                bi,
-                by,
-                w_type=t,
+        if grouped:
+            bys = tmp.empty(T * k * rows * 4)
+            kc = mmid_k.combine_pipeline(dev, accumulate=y is not None)
+
+            def record(rec):
+                _record_grouped(
+                    rec,
+                    dev,
+                    t,
+                    bw,
+                    bx,
+                    bi,
+                    bys,
+                    rows,
+                    K,
+                    n_expert,
+                    T,
+                    k,
+                    per_slot,
+                    cols,
+                    tmp,
+                    reduce,
+                    spec,
+                )
+                mmid_k.dispatch_combine(rec, kc, bys, bwt, by, rows=rows, n_slots=k, tokens=T)
+
+            run(dev, record)
+        else:
+            kp = mmid_k.pipeline(
+                dev,
+                t,
+                weighted=True,
+                accumulate=y is not None,
                 rows=rows,
                 K=K,
-                n_expert=n_expert,
                 n_slots=k,
-                tokens=T,
-                weights=bwt,
-                per_slot_input=per_slot,
-            ),
-        )
+                reduce=reduce,
+                **spec,
+            )
+            run(
+                dev,
+                lambda rec: mmid_k.dispatch(
+                    rec,
+                    kp,
+                    bw,
+                    bx,
+                    bi,
+                    by,
+                    w_type=t,
+                    rows=rows,
+                    K=K,
+                    n_expert=n_expert,
+                    n_slots=k,
+                    tokens=T,
+                    weights=bwt,
+                    per_slot_input=per_slot,
+                ),
+            )
         return by.read(np.float32, (T, rows))

@@ -86,7 +86,35 @@ GATE_KERNEL = Kernel(
     doc="shared-expert gate sigmoid(logit) per token",
 )
 
-KERNELS = {"route": ROUTE_KERNEL, "shared_gate": GATE_KERNEL}
+
+def _group_contract(spec, info):
+    wg, cols = spec["WG"], spec["GROUP_COLS"]
+    require(
+        0 < wg <= info.max_workgroup_invocations and wg <= info.max_workgroup_size[0],
+        f"moe_route/group: WG={wg} exceeds the device's workgroup limits",
+    )
+    require(1 <= cols <= 8, f"moe_route/group: GROUP_COLS={cols} must be 1..8")
+
+
+# The expert work list for mul_mat_id's GROUPED (prefill) mode: pairs (t, j) sorted by expert,
+# cut into items of up to GROUP_COLS pairs of one expert. One workgroup.
+GROUP_KERNEL = Kernel(
+    stem="moe_route",
+    bindings=(
+        Binding("ids", "r", "int32[T, ids_stride]"),
+        Binding("groups", "w", "uint32[group_words(T, k, n_expert, cols)]"),
+    ),
+    push=PUSH,
+    spec=(
+        SpecConst("WG", 0, 256, choices=(64, 256, 512), doc="invocations (one workgroup)"),
+        SpecConst("GROUP_COLS", 1, 8, doc="pairs per item = mul_mat_id NUM_COLS (caller)"),
+    ),
+    variants={"default": Variant({"GROUP": ""})},
+    contract=_group_contract,
+    doc="per-expert work list of (token, slot) pairs for grouped expert matmuls",
+)
+
+KERNELS = {"route": ROUTE_KERNEL, "shared_gate": GATE_KERNEL, "group": GROUP_KERNEL}
 
 
 def has_subgroup_arithmetic(info) -> bool:
@@ -228,3 +256,73 @@ def reference_shared_gate(logit):
     """sigmoid(logit), the Qwen shared-expert gate (one scalar per token)."""
     x = np.asarray(logit, np.float64)
     return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+
+
+def group_layout(tokens: int, k: int, n_expert: int, cols: int) -> tuple[int, int, int]:
+    """(max_items, pairs_off, words) of the groups buffer for `tokens` × `k` pairs, items of
+    up to `cols` pairs (the shader's formula; see moe_route.comp GROUP)."""
+    P = tokens * k
+    max_items = -(-P // cols) + min(n_expert, P)
+    pairs_off = 4 + 2 * max_items
+    return max_items, pairs_off, pairs_off + P
+
+
+def group_pipeline(device, cols: int, **overrides):
+    return GROUP_KERNEL.pipeline(device, GROUP_COLS=cols, **overrides)
+
+
+def dispatch_group(
+    rec,
+    kp,
+    ids,
+    groups,
+    n_expert: int,
+    k: int,
+    tokens: int,
+    *,
+    ids_stride: int | None = None,
+    ids_off: int = 0,
+):
+    """Record the work list of `tokens` × `k` routed pairs into `groups` (>= group_layout(...)
+    [2] uint32 words) with a GROUP_KERNEL pipeline."""
+    require(kp.kernel is GROUP_KERNEL, "dispatch_group needs a GROUP_KERNEL pipeline")
+    require(
+        1 <= k <= MAX_K and 1 <= n_expert <= MAX_EXPERTS,
+        f"moe_route/group: need 1 <= k <= {MAX_K}, 1 <= n_expert <= {MAX_EXPERTS}",
+    )
+    stride = k if ids_stride is None else ids_stride
+    kp.record(
+        rec,
+        [ids, groups],
+        (1,),
+        n_expert=n_expert,
+        k=k,
+        logit_off=ids_off,
+        logit_stride=stride,
+        has_bias=0,
+        norm=0,
+        gate_col=NO_GATE,
+        n_tokens=tokens,
+        scale=0.0,
+    )
+
+
+def reference_group(ids, n_expert: int, cols: int) -> np.ndarray:
+    """The groups buffer's words (uint32) the GROUP kernel writes for ids [T, k]."""
+    ids = np.minimum(np.asarray(ids, np.int64).astype(np.uint32), n_expert - 1)
+    T, k = ids.shape
+    _, pairs_off, words = group_layout(T, k, n_expert, cols)
+    out = np.zeros(words, np.uint32)
+    flat = ids.reshape(-1)
+    order = np.argsort(flat, kind="stable")  # by expert, then pair index
+    out[pairs_off:] = order
+    items, start = [], 0
+    for e in range(n_expert):
+        c = int(np.count_nonzero(flat == e))
+        for s0 in range(0, c, cols):
+            items.append((e | (min(cols, c - s0) << 16), start + s0))
+        start += c
+    out[0], out[1] = len(items), T * k
+    for i, (a, b) in enumerate(items):
+        out[4 + 2 * i], out[5 + 2 * i] = a, b
+    return out

@@ -18,6 +18,7 @@ contraction; `reference_weighted_from_slots` reproduces it bit for bit in numpy.
 from __future__ import annotations
 
 import numpy as np
+from gguf import GGMLQuantizationType as T
 
 from ..gguf import quants
 from .kernel import Binding, Kernel, SpecConst, Variant, ceil_div, require
@@ -25,7 +26,10 @@ from .mul_mat_vec import LANES, TYPES, check_k, type_defines, type_name
 
 __all__ = [
     "KERNEL",
+    "combine_pipeline",
     "dispatch",
+    "dispatch_combine",
+    "dispatch_grouped",
     "expert_stride",
     "pipeline",
     "reference",
@@ -43,12 +47,30 @@ def _contract(spec, info):
     )
     require(1 <= nr <= 8, f"mul_mat_id: NR={nr} must be 1..8")
     require(1 <= un <= 8, f"mul_mat_id: UNROLL={un} must be 1..8")
-    require(spec["WEIGHTED"] or not spec["ACCUMULATE"], "mul_mat_id: ACCUMULATE needs WEIGHTED")
+    require(
+        not (spec["WEIGHTED"] and spec["GROUPED"]),
+        "mul_mat_id: GROUPED has per-slot output; combine it with the 'combine' variant",
+    )
+    require(1 <= spec["NUM_COLS"] <= MAX_COLS, f"mul_mat_id: NUM_COLS must be 1..{MAX_COLS}")
+    require(spec["GROUPED"] or spec["NUM_COLS"] == 1, "mul_mat_id: NUM_COLS > 1 needs GROUPED")
+
+
+def _check_accumulate(variant, spec):
+    require(
+        variant == COMBINE or spec["WEIGHTED"] or not spec["ACCUMULATE"],
+        "mul_mat_id: ACCUMULATE needs WEIGHTED (or the combine variant)",
+    )
 
 
 def _variant_contract(variant, spec, info):
-    if variant.endswith("_shmem"):
-        need = spec["WG"] * spec["NR"] * 4
+    _check_accumulate(variant, spec)
+    if variant == COMBINE:
+        require(
+            not spec["WEIGHTED"] and not spec["GROUPED"] and spec["NUM_COLS"] == 1,
+            "mul_mat_id/combine: WEIGHTED, GROUPED and NUM_COLS do not apply",
+        )
+    elif variant.endswith("_shmem"):
+        need = spec["WG"] * spec["NR"] * spec["NUM_COLS"] * 4
         require(
             need <= info.max_compute_shared_memory,
             f"mul_mat_id/{variant}: {need} bytes of shared memory exceed the device's "
@@ -76,6 +98,11 @@ def _variants() -> dict:
 
 
 _VARIANTS = _variants()
+_SUBGROUP_OPS = {n: ("shuffle",) for n in _VARIANTS if not n.endswith("_shmem")}
+# The weighted sum of GROUPED's per-slot output; never reads weights (F32 defines, unused).
+COMBINE = "combine"
+_VARIANTS[COMBINE] = Variant({**type_defines(T.F32), "COMBINE": 1})
+MAX_COLS = 8
 
 PUSH = np.dtype(
     [
@@ -111,10 +138,12 @@ KERNEL = Kernel(
         SpecConst("NR", 1, 2, choices=(1, 2, 4), doc="rows per 8-lane group"),
         SpecConst("UNROLL", 2, 2, choices=(1, 2, 4), doc="units loaded ahead per lane"),
         SpecConst("WEIGHTED", 3, False, doc="y[t] = sum_j w[t,j] * W_e x (set by the caller)"),
-        SpecConst("ACCUMULATE", 4, False, doc="WEIGHTED: add into y (set by the caller)"),
+        SpecConst("ACCUMULATE", 4, False, doc="WEIGHTED/combine: add into y (set by the caller)"),
+        SpecConst("GROUPED", 5, False, doc="prefill: expert work list (set by the caller)"),
+        SpecConst("NUM_COLS", 6, 1, doc="GROUPED: pairs per work item (caller; = GROUP_COLS)"),
     ),
     variants=_VARIANTS,
-    op_requires={n: ("shuffle",) for n in _VARIANTS if not n.endswith("_shmem")},
+    op_requires=_SUBGROUP_OPS,
     contract=_contract,
     variant_contract=_variant_contract,
     doc="MoE expert matvec over the router's selected experts (+ weighted sum)",
@@ -125,8 +154,12 @@ def _pow2(n: int) -> int:
     return 1 << max(0, (max(n, 1) - 1).bit_length())
 
 
-def shape_class(rows: int, K: int, n_slots: int, weighted: bool = False) -> str:
-    return f"s{n_slots}{'w' if weighted else ''}-r{_pow2(rows)}-k{_pow2(K)}"
+def shape_class(
+    rows: int, K: int, n_slots: int, weighted: bool = False, grouped_cols: int = 0
+) -> str:
+    """Tuning class: slots (w: weighted, gN: grouped with N columns), rows and K as powers of 2."""
+    g = f"g{grouped_cols}" if grouped_cols else ""
+    return f"s{n_slots}{'w' if weighted else ''}{g}-r{_pow2(rows)}-k{_pow2(K)}"
 
 
 def variant_for(info, w_type, reduce: str | None = None) -> str:
@@ -146,26 +179,45 @@ def pipeline(
     w_type,
     weighted: bool = False,
     accumulate: bool = False,
+    grouped: bool = False,
+    cols: int = 8,
     rows: int | None = None,
     K: int | None = None,
     n_slots: int | None = None,
     reduce: str | None = None,
     **overrides,
 ):
-    """The pipeline for one weight type. Resolution: spec defaults < tuning database (by shape
-    class, when rows, K and n_slots are given) < overrides. Falls back to the shared-memory
-    variant when the subgroup one's contract fails and `reduce` is not forced."""
+    """The pipeline for one weight type: per-slot output (default), WEIGHTED (+ACCUMULATE), or
+    GROUPED with `cols` pairs per work item (the work list's GROUP_COLS). Resolution: spec
+    defaults < tuning database (by shape class, when rows, K and n_slots are given) <
+    overrides. Falls back to the shared-memory variant when the subgroup one's contract fails
+    and `reduce` is not forced."""
     from ..errors import ContractError
 
     variant = variant_for(device.info, w_type, reduce)
-    sc = shape_class(rows, K, n_slots, weighted) if None not in (rows, K, n_slots) else None
-    ov = {**overrides, "WEIGHTED": bool(weighted), "ACCUMULATE": bool(accumulate)}
+    sc = (
+        shape_class(rows, K, n_slots, weighted, cols if grouped else 0)
+        if None not in (rows, K, n_slots)
+        else None
+    )
+    ov = {
+        **overrides,
+        "WEIGHTED": bool(weighted),
+        "ACCUMULATE": bool(accumulate),
+        "GROUPED": bool(grouped),
+        "NUM_COLS": int(cols) if grouped else 1,
+    }
     try:
         return KERNEL.pipeline(device, variant, shape_class=sc, **ov)
     except ContractError:
         if reduce is not None or variant.endswith("_shmem"):
             raise
         return KERNEL.pipeline(device, f"{variant}_shmem", shape_class=sc, **ov)
+
+
+def combine_pipeline(device, accumulate: bool = False, **overrides):
+    """The 'combine' pipeline: y[t] (+)= Σ_j weights[t, j]·ys[t, j] (GROUPED's output)."""
+    return KERNEL.pipeline(device, COMBINE, ACCUMULATE=bool(accumulate), **overrides)
 
 
 def expert_stride(w_type, rows: int, K: int) -> int:
@@ -208,6 +260,7 @@ def dispatch(
     `weights`; an ACCUMULATE pipeline adds into y). Strides are in elements."""
     check_k(w_type, K, "mul_mat_id")
     weighted = kp.spec["WEIGHTED"]
+    require(not kp.spec["GROUPED"], "mul_mat_id.dispatch: use dispatch_grouped for GROUPED")
     require(
         kp.variant.split("_shmem")[0] == type_name(w_type),
         f"mul_mat_id: pipeline {kp.variant} does not match weight type {type_name(w_type)}",
@@ -254,6 +307,112 @@ def dispatch(
         x_sstride=x_sstride,
         y_tstride=y_tstride,
         y_sstride=y_sstride,
+    )
+
+
+def dispatch_grouped(
+    rec,
+    kp,
+    w,
+    x,
+    groups,
+    y,
+    *,
+    w_type,
+    rows: int,
+    K: int,
+    n_expert: int,
+    n_slots: int,
+    tokens: int,
+    per_slot_input: bool = False,
+    x_tstride: int | None = None,
+    x_sstride: int | None = None,
+    y_tstride: int | None = None,
+    y_sstride: int | None = None,
+    expert_stride_bytes: int | None = None,
+):
+    """Record the GROUPED expert matmul over the work list `groups` (written for these tokens
+    by moe_route.dispatch_group with GROUP_COLS = kp.spec['NUM_COLS']): y [tokens, n_slots,
+    rows] as dispatch() would give, each expert's rows read once per item of up to NUM_COLS
+    (token, slot) pairs. Max-size grid with early exit: the work list's size stays on the GPU."""
+    from . import moe_route
+
+    check_k(w_type, K, "mul_mat_id")
+    require(kp.spec["GROUPED"], "mul_mat_id.dispatch_grouped needs a GROUPED pipeline")
+    require(
+        kp.variant.split("_shmem")[0] == type_name(w_type),
+        f"mul_mat_id: pipeline {kp.variant} does not match weight type {type_name(w_type)}",
+    )
+    x_sstride = (K if per_slot_input else 0) if x_sstride is None else x_sstride
+    x_tstride = (n_slots * K if per_slot_input else K) if x_tstride is None else x_tstride
+    y_sstride = rows if y_sstride is None else y_sstride
+    y_tstride = n_slots * rows if y_tstride is None else y_tstride
+    require(
+        x_tstride % 4 == 0 and x_sstride % 4 == 0,
+        "mul_mat_id: x strides must be multiples of 4 floats (16-byte loads)",
+    )
+    es = expert_stride(w_type, rows, K) if expert_stride_bytes is None else expert_stride_bytes
+    require(n_expert * es < 2**32, "mul_mat_id: expert tensor must be < 4 GiB (32-bit offsets)")
+    max_items = moe_route.group_layout(tokens, n_slots, n_expert, kp.spec["NUM_COLS"])[0]
+    nb = row_blocks(kp, rows)
+    lim = rec.device.info.max_workgroup_count
+    require(
+        nb <= lim[0] and max_items <= lim[1],
+        f"mul_mat_id: grouped grid {nb}x{max_items} exceeds the device limit {lim}",
+    )
+    kp.record(
+        rec,
+        [w, x, groups, groups, y],
+        (nb, max_items, 1),
+        rows=rows,
+        K=K,
+        row_bytes=quants.row_bytes(w_type, K),
+        expert_stride=es,
+        n_expert=n_expert,
+        n_slots=n_slots,
+        ids_stride=0,
+        x_tstride=x_tstride,
+        x_sstride=x_sstride,
+        y_tstride=y_tstride,
+        y_sstride=y_sstride,
+    )
+
+
+def dispatch_combine(
+    rec,
+    kp,
+    ys,
+    weights,
+    y,
+    *,
+    rows: int,
+    n_slots: int,
+    tokens: int,
+    ids_stride: int | None = None,
+    ys_tstride: int | None = None,
+    ys_sstride: int | None = None,
+    y_tstride: int | None = None,
+):
+    """Record y[t] (+)= Σ_j weights[t, j]·ys[t, j] with a combine_pipeline: the WEIGHTED
+    epilogue's exact arithmetic (a token gets the same bits as through a WEIGHTED dispatch)."""
+    require(kp.variant == COMBINE, "mul_mat_id.dispatch_combine needs the combine pipeline")
+    ys_sstride = rows if ys_sstride is None else ys_sstride
+    ys_tstride = n_slots * rows if ys_tstride is None else ys_tstride
+    kp.record(
+        rec,
+        [ys, ys, weights, weights, y],
+        (ceil_div(rows, kp.spec["WG"]), 1, tokens),
+        rows=rows,
+        K=0,
+        row_bytes=0,
+        expert_stride=0,
+        n_expert=1,
+        n_slots=n_slots,
+        ids_stride=n_slots if ids_stride is None else ids_stride,
+        x_tstride=ys_tstride,
+        x_sstride=ys_sstride,
+        y_tstride=rows if y_tstride is None else y_tstride,
+        y_sstride=0,
     )
 
 
