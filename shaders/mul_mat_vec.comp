@@ -9,12 +9,13 @@
 //           3 residual float[NUM_COLS, r_stride]  added when ADD_RESIDUAL (read; may be y itself,
 //                      for y += W x; r_stride 0 makes it a per-row bias)
 // Push: rows, K, row_bytes (bytes per weight row), x_stride, y_stride, r_stride (in floats).
-// Spec: 0 WG (invocations), 1 NR (rows per invocation), 2 NUM_COLS (1..8), 3 UNROLL (units loaded
-//       ahead per lane), 4 ADD_RESIDUAL.
+// Spec: 0 WG (invocations), 1 NR (rows per invocation), 2 NUM_COLS (1..8), 3 UNROLL (units per
+//       lane per loop step, loaded together), 4 ADD_RESIDUAL, 5 PREFETCH (load the next step's
+//       units before multiplying the current ones: software pipelining).
 // Variants: SUBGROUP_REDUCE combines the lanes with subgroupShuffleXor; without it, through shared
 //       memory. Both compute the same canonical butterfly, so the bits are the same.
 // Numerics (R5): LANES (=8) lanes per row follow the canonical order of common/quants.glsl; WG,
-//       NR, UNROLL, NUM_COLS and the variant change the speed, never the bits. mul_mat.comp
+//       NR, UNROLL, PREFETCH, NUM_COLS and the variant change the speed, never the bits. mul_mat.comp
 //       computes the same bits for the same column.
 // Contract: K % UNIT_ELEMS == 0 (and a whole number of blocks); x_stride % 4 == 0; WG % 8 == 0;
 //       with SUBGROUP_REDUCE, WG a multiple of the subgroup size and subgroups of at least 8;
@@ -32,6 +33,7 @@ layout(constant_id = 1) const uint NR = 2;
 layout(constant_id = 2) const uint NUM_COLS = 1;
 layout(constant_id = 3) const uint UNROLL = 2;
 layout(constant_id = 4) const bool ADD_RESIDUAL = false;
+layout(constant_id = 5) const bool PREFETCH = true;
 
 layout(std430, binding = 0) readonly restrict buffer WA { uint w32[]; };
 layout(std430, binding = 0) readonly restrict buffer WB { uvec4 w128[]; };
@@ -77,12 +79,22 @@ void main() {
 
     const uint nunits = p.K / UNIT_ELEMS;
     const uint xs4 = p.x_stride >> 2;
-    for (uint u0 = lane; u0 < nunits; u0 += LANES * UNROLL) {
-        // Issue the loads of UNROLL units (of NR rows) before using any of them.
-        Raw raw[UNROLL][NR];
-        [[unroll]] for (uint j = 0; j < UNROLL; j++) {
-            const uint u = min(u0 + j * LANES, nunits - 1u);
-            [[unroll]] for (uint i = 0; i < NR; i++) raw[j][i] = load_raw(row_off[i], u);
+    const uint STEP = LANES * UNROLL;
+    // raw: the UNROLL units (of NR rows) being multiplied; with PREFETCH the next UNROLL units'
+    // loads are issued before that work, so memory latency overlaps the arithmetic even with
+    // one or two warps per SM. Unit indices are clamped: reads past the end repeat the last unit.
+    Raw raw[UNROLL][NR];
+    [[unroll]] for (uint j = 0; j < UNROLL; j++) {
+        const uint u = min(lane + j * LANES, nunits - 1u);
+        [[unroll]] for (uint i = 0; i < NR; i++) raw[j][i] = load_raw(row_off[i], u);
+    }
+    for (uint u0 = lane; u0 < nunits; u0 += STEP) {
+        Raw nxt[UNROLL][NR];
+        if (PREFETCH) {
+            [[unroll]] for (uint j = 0; j < UNROLL; j++) {
+                const uint u = min(u0 + STEP + j * LANES, nunits - 1u);
+                [[unroll]] for (uint i = 0; i < NR; i++) nxt[j][i] = load_raw(row_off[i], u);
+            }
         }
         [[unroll]] for (uint j = 0; j < UNROLL; j++) {
             const uint u = u0 + j * LANES;
@@ -100,6 +112,15 @@ void main() {
                         acc[i][c] = fma(wv[i].w, xv.w, acc[i][c]);
                     }
                 }
+            }
+        }
+        if (PREFETCH) {
+            [[unroll]] for (uint j = 0; j < UNROLL; j++)
+                [[unroll]] for (uint i = 0; i < NR; i++) raw[j][i] = nxt[j][i];
+        } else if (u0 + STEP < nunits) {
+            [[unroll]] for (uint j = 0; j < UNROLL; j++) {
+                const uint u = min(u0 + STEP + j * LANES, nunits - 1u);
+                [[unroll]] for (uint i = 0; i < NR; i++) raw[j][i] = load_raw(row_off[i], u);
             }
         }
     }

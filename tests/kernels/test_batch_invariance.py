@@ -14,10 +14,10 @@ from vkinfer import ops
 from vkinfer.gguf import quants
 
 N = 33
-# GPU defaults (NR=2, UNROLL=2; CPU devices default to 1, 1) and extremes of each tunable
+# GPU defaults (NR=2, UNROLL=2, PREFETCH; CPU devices: 1, 1, off) and extremes of each tunable
 CONFIGS_MV = [
-    {"WG": 64, "NR": 2, "UNROLL": 2},
-    {"WG": 128, "NR": 4, "UNROLL": 1},
+    {"WG": 64, "NR": 2, "UNROLL": 2, "PREFETCH": True},
+    {"WG": 128, "NR": 4, "UNROLL": 1, "PREFETCH": True},
     {"WG": 32, "UNROLL": 4},
 ]
 CONFIGS_MM = [

@@ -75,6 +75,22 @@ def test_every_type(rng, t):
         _check(ops.mul_mat_vec(w, t, x), w, t, x)
 
 
+GPU_DEFAULTS = {"WG": 64, "NR": 2, "UNROLL": 2, "PREFETCH": True}  # CPU devices use 1, 1, off
+
+
+@pytest.mark.parametrize("t", ["q4_k", "q6_k", "q8_0", "f16", "q3_k", "iq4_nl"])
+def test_gpu_defaults(rng, t):
+    """The GPU default configuration (NR=2 row clamping, UNROLL/PREFETCH past the last unit)
+    at the smallest K and at 9 units per lane plus one, against the reference and bitwise
+    against the CPU defaults."""
+    for K in (_min_k(t), 73 * k.unit_elems(t) if _min_k(t) < 256 else 9 * 256):
+        w = _weights(rng, t, 37, K)
+        x = rng.standard_normal((3, K)).astype(np.float32)
+        y = ops.mul_mat_vec(w, t, x, **GPU_DEFAULTS)
+        _check(y, w, t, x)
+        np.testing.assert_array_equal(y.view(np.uint32), ops.mul_mat_vec(w, t, x).view(np.uint32))
+
+
 @pytest.mark.parametrize("ncols", range(1, 9))
 def test_columns(rng, ncols):
     """Every column count on Q4_K, 67 rows, K = 3 super-blocks."""

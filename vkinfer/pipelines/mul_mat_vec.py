@@ -6,8 +6,8 @@ come from vkinfer/gguf/quants.py (R1) as the QK / BLOCK_BYTES defines.
 
 Numerics (R5): every output is the canonical reduction of quants.glsl — LANES = 8 lanes per row,
 lane l summing units l, l+8, … with fma in increasing k, then the butterfly s[l] + s[l^m] — so a
-column's bits do not depend on NUM_COLS, WG, NR, UNROLL, the reduction variant, or on whether
-mul_mat (the tiled prefill kernel) computed it. None of the tunables changes numerics.
+column's bits do not depend on NUM_COLS, WG, NR, UNROLL, PREFETCH, the reduction variant, or on
+whether mul_mat (the tiled prefill kernel) computed it. None of the tunables changes numerics.
 
 Variants: one per weight type, named like the type ("q4_k"), reducing with subgroup shuffles;
 "<type>_shmem" reduces through shared memory (devices without shuffles or with subgroups < 8).
@@ -168,6 +168,13 @@ KERNEL = Kernel(
         SpecConst("NUM_COLS", 2, 1, doc="activation columns, 1..8 (set by the caller)"),
         SpecConst("UNROLL", 3, _gpu(2, 1), choices=(1, 2, 4), doc="units loaded ahead per lane"),
         SpecConst("ADD_RESIDUAL", 4, False, doc="y = W x + residual"),
+        SpecConst(
+            "PREFETCH",
+            5,
+            _gpu(True, False),
+            choices=(False, True),
+            doc="load the next units while multiplying the current ones",
+        ),
     ),
     variants=_VARIANTS,
     op_requires={n: ("shuffle",) for n in _VARIANTS if not n.endswith("_shmem")},
