@@ -16,8 +16,9 @@
 //       tiles, exactly lane l's units (l, l+8, ...) in the matvec's element order, with fma from
 //       +0; the 8 partials are then combined by the same butterfly (through shared memory). A
 //       column's bits equal mul_mat_vec's, whatever BM, BN, TM, TN, SLAB and WG are.
-// Shared memory: one float array of 8 * min(SLAB, UNIT_ELEMS) * (BM + BN), holding the
-//       dequantized weights and the activations of one slab: [lane][element][row or column].
+// Shared memory: one float array of 8 * (min(SLAB, UNIT_ELEMS) * (BM + BN) + 8), holding the
+//       dequantized weights and the activations of one slab: [lane][element][row or column],
+//       each lane region padded by 4 floats.
 // Contract: K % UNIT_ELEMS == 0; x_stride % 4 == 0; BM % TM == 0, BN % TN == 0;
 //       BM % ((BM/TM)*(BN/TN)) == 0; grid (ceil(rows / BM), ceil(ncols / BN)).
 #include "base.glsl"
@@ -52,9 +53,12 @@ const uint SE = SLAB < UNIT_ELEMS ? SLAB : UNIT_ELEMS;  // elements of a unit pe
 const uint SP = SE / 4u;                                 // pieces of a unit per slab
 const uint T = (BM / TM) * (BN / TN);                    // invocations per lane group
 const uint WPT = BM * LANES / WG;                        // weight units staged per invocation
-const uint W_OFF = 0u;
-const uint X_OFF = LANES * SE * BM;
-shared float sm[LANES * SE * (BM + BN)];
+// Lane regions are padded by 4 floats so the 8 lanes of one row (stored by neighbouring
+// invocations) fall in different banks; 4 keeps 16-byte alignment for vector reads.
+const uint WSTRIDE = SE * BM + 4u;
+const uint XSTRIDE = SE * BN + 4u;
+const uint X_OFF = LANES * WSTRIDE;
+shared float sm[LANES * (WSTRIDE + XSTRIDE)];
 
 void main() {
     quants_init();
@@ -90,21 +94,22 @@ void main() {
                 const uint r = idx / LANES, ul = idx % LANES;
                 [[unroll]] for (uint pp = 0; pp < SP; pp++) {
                     const vec4 v = dq_piece(wraw[jj], wunit[jj], s * SP + pp);
-                    const uint base = W_OFF + (ul * SE + 4u * pp) * BM + r;
+                    const uint base = ul * WSTRIDE + 4u * pp * BM + r;
                     sm[base] = v.x;
                     sm[base + BM] = v.y;
                     sm[base + 2u * BM] = v.z;
                     sm[base + 3u * BM] = v.w;
                 }
             }
+            // column fastest: neighbouring invocations store neighbouring floats
             for (uint idx = tid; idx < BN * LANES * SP; idx += WG) {
-                const uint c = idx / (LANES * SP), rem = idx % (LANES * SP);
-                const uint ul = rem / SP, pp = rem % SP;
+                const uint c = idx % BN, rem = idx / BN;
+                const uint ul = rem % LANES, pp = rem / LANES;
                 const uint unit = min(kt * LANES + ul, nunits - 1u);
                 const uint col = col_t + c;
                 const vec4 v = col < p.ncols
                     ? x4[col * xs4 + (piece_k(unit, s * SP + pp) >> 2)] : vec4(0.0);
-                const uint base = X_OFF + (ul * SE + 4u * pp) * BN + c;
+                const uint base = X_OFF + ul * XSTRIDE + 4u * pp * BN + c;
                 sm[base] = v.x;
                 sm[base + BN] = v.y;
                 sm[base + 2u * BN] = v.z;
@@ -115,9 +120,9 @@ void main() {
                 for (uint e = 0; e < SE; e++) {
                     float a[TM], b[TN];
                     [[unroll]] for (uint i = 0; i < TM; i++)
-                        a[i] = sm[W_OFF + (lane * SE + e) * BM + ty * TM + i];
+                        a[i] = sm[lane * WSTRIDE + e * BM + ty * TM + i];
                     [[unroll]] for (uint j = 0; j < TN; j++)
-                        b[j] = sm[X_OFF + (lane * SE + e) * BN + tx * TN + j];
+                        b[j] = sm[X_OFF + lane * XSTRIDE + e * BN + tx * TN + j];
                     [[unroll]] for (uint i = 0; i < TM; i++)
                         [[unroll]] for (uint j = 0; j < TN; j++)
                             acc[i][j] = fma(a[i], b[j], acc[i][j]);

@@ -41,7 +41,8 @@ def _contract(spec, info):
         "(whole weight units per invocation)",
     )
     require(slab in SLABS, f"mul_mat: SLAB={slab} not in {SLABS}")
-    smem = LANES * slab * (bm + bn) * 4  # the largest unit (32 elements) bounds SE by SLAB
+    # the largest unit (32 elements) bounds SE by SLAB; lane regions are padded by 4 floats
+    smem = LANES * (slab * (bm + bn) + 8) * 4
     require(
         smem <= info.max_compute_shared_memory,
         f"mul_mat: {smem} bytes of shared memory exceed the device's "
