@@ -104,9 +104,11 @@ shared float red[WG * NR * NUM_COLS];
 #endif
 
 // res[i][c] = the canonical dot product of row row0 + i of the expert at byte ebase with the
-// column at vec4 index xb4[c] (rows past the end repeat the last row; their sums are not stored).
-// Every invocation of the workgroup must call it (the shared-memory butterfly has barriers).
-void dot_rows(uint ebase, uint row0, uint lane, uint xb4[NUM_COLS],
+// column at vec4 index xb4[c], for c < ncols (uniform; later columns are left 0, not computed:
+// a partial work item costs only its columns' arithmetic). Rows past the end repeat the last
+// row (not stored). Every invocation of the workgroup must call it (the shared-memory butterfly
+// has barriers).
+void dot_rows(uint ebase, uint row0, uint lane, uint xb4[NUM_COLS], uint ncols,
               out float res[NR][NUM_COLS]) {
     precise float acc[NR][NUM_COLS];
     uint row_off[NR];
@@ -131,6 +133,7 @@ void dot_rows(uint ebase, uint row0, uint lane, uint xb4[NUM_COLS],
                 vec4 wv[NR];
                 [[unroll]] for (uint i = 0; i < NR; i++) wv[i] = dq_piece(raw[jj][i], u, pc);
                 [[unroll]] for (uint c = 0; c < NUM_COLS; c++) {
+                    if (c >= ncols) break;
                     const vec4 xv = x4[xb4[c] + k4];
                     [[unroll]] for (uint i = 0; i < NR; i++) {
                         acc[i][c] = fma(wv[i].x, xv.x, acc[i][c]);
@@ -201,7 +204,7 @@ void main() {
             yo[c] = t * p.y_tstride + j * p.y_sstride;
         }
         float acc[NR][NUM_COLS];
-        dot_rows(e * p.expert_stride, row0, lane, xb4, acc);
+        dot_rows(e * p.expert_stride, row0, lane, xb4, cnt, acc);
         // Spread the NR * NUM_COLS stores over the 8 lanes (as mul_mat_vec.comp).
         [[unroll]] for (uint i = 0; i < NR; i++) {
             const uint row = row0 + i;
@@ -226,7 +229,7 @@ void main() {
         [[unroll]] for (uint c = 0; c < NUM_COLS; c++)
             xb4[c] = (t * p.x_tstride + j * p.x_sstride) >> 2;
         float acc[NR][NUM_COLS];
-        dot_rows(e * p.expert_stride, row0, lane, xb4, acc);
+        dot_rows(e * p.expert_stride, row0, lane, xb4, 1u, acc);
 
         if (WEIGHTED) {
             const float wj = rweights[t * p.ids_stride + j];

@@ -2,7 +2,13 @@
 """Benchmark shaders/mul_mat_id.comp, the MoE expert matvec, at the Qwen3.6-35B-A3B shape
 (shared/reference/shapes.md: 256 experts, 8 routed per token, hidden 2048, expert FFN 512):
 gate/up (rows 512, K 2048, input shared by the slots) and down (rows 2048, K 512, one input per
-slot, with the fused routing-weighted sum), for T = 1..8 tokens (decode and MTP verify).
+slot, with the fused routing-weighted sum), for T = 1..8 tokens (decode and MTP verify) and
+optional prefill token counts (`--prefill 128,512`), in two modes (`--modes`):
+  direct    the decode kernel: a workgroup set per (token, slot), each reading its expert's rows
+            (down: the fused WEIGHTED epilogue)
+  grouped   moe_route's GROUP work list, then each expert's rows read once per `--cols` of the
+            (token, slot) pairs that chose it (down: + the combine pass); the time includes the
+            work-list dispatch (a model builds it once per layer for its three projections)
 
 Routing: every timed dispatch uses a different routing (ids/weights at their own offset), drawn
 so that each token picks k distinct experts and, with probability `--overlap`, reuses one of the
@@ -10,17 +16,19 @@ previous token's experts (neighbouring tokens share experts in real models); `--
 routings cycle, so the experts read are not the same few megabytes every time.
 
 Measured between two GPU timestamps (vkinfer.vk.commands.TimestampPool) around `--reps`
-dispatches in one command buffer, after a warm-up submit, in two modes:
+dispatches in one command buffer, after a warm-up submit, in two forms:
   serial         a barrier after each dispatch (as between dependent layers of a decode step)
-  back-to-back   no barriers (each dispatch writes its own output): throughput
-Bytes: "unique" = bytes of the distinct experts the tokens selected, the least any kernel must
-read (the roofline's numerator); the kernel fetches T·k expert matrices, re-reading an expert
-picked by several tokens (the cache may absorb that). GB/s are unique bytes / time, as a fraction
+  back-to-back   no barriers (each dispatch writes its own output): throughput; direct mode only
+Bytes: "distinct" = bytes of the distinct experts the tokens selected, the least any kernel must
+read (the roofline's numerator); "fetched" = expert matrices the kernel reads (direct: T·k,
+an expert picked by several tokens is re-read, the cache may absorb that; grouped: one per work
+item). GB/s are unique bytes / time, as a fraction
 of a stream-read bandwidth: `--stream-gbps`, else tools/bench_device.py's
 measure_stream_bandwidth(dev). Markdown on stdout, progress on stderr.
 
-    python tools/bench_moe.py [--types q4_k,q6_k,q8_0] [--tokens 1,2,4,8] [--reps 64]
-                              [--experts 256] [--stream-gbps G] [--json out.json]
+    python tools/bench_moe.py [--types q4_k,q6_k,q8_0] [--tokens 1,2,4,8] [--prefill 512]
+                              [--modes direct,grouped] [--reps 64] [--experts 256]
+                              [--stream-gbps G] [--json out.json]
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from vkinfer.gguf import quants
+from vkinfer.pipelines import moe_route
 from vkinfer.pipelines import mul_mat_id as km
 from vkinfer.vk.commands import Recorder, TimestampPool
 from vkinfer.vk.device import get_device
@@ -72,17 +81,14 @@ def routings(rng, n: int, T: int, k: int, n_expert: int, overlap: float) -> np.n
     """int32 [n, T, k]: k distinct experts per token; each slot reuses one of the previous
     token's experts with probability `overlap`."""
     out = np.empty((n, T, k), np.int32)
+    everyone = np.arange(n_expert)
     for r in range(n):
-        prev: list[int] = []
+        prev = np.empty(0, np.int64)
         for t in range(T):
-            chosen: list[int] = []
-            for _ in range(k):
-                cands = [e for e in prev if e not in chosen]
-                if cands and rng.random() < overlap:
-                    chosen.append(int(rng.choice(cands)))
-                else:
-                    free = np.setdiff1d(np.arange(n_expert), chosen)
-                    chosen.append(int(rng.choice(free)))
+            n_reuse = min(int(rng.binomial(k, overlap)), prev.size)
+            reuse = rng.choice(prev, n_reuse, replace=False) if n_reuse else prev[:0]
+            fresh = rng.choice(np.setdiff1d(everyone, reuse), k - n_reuse, replace=False)
+            chosen = rng.permutation(np.concatenate([reuse, fresh]))
             out[r, t] = chosen
             prev = chosen
     return out
@@ -130,10 +136,11 @@ class Experts:
 class Run:
     """Inputs, routings and outputs of T tokens over an expert tensor."""
 
-    def __init__(self, dev, rng, ex: Experts, k, ids, per_slot, weighted):
+    def __init__(self, dev, rng, ex: Experts, k, ids, per_slot, weighted, grouped=False, cols=8):
         self.dev, self.ex, self.k, self.ids = dev, ex, k, ids  # ids [n, T, k]
         self.T = T = ids.shape[1]
         self.per_slot, self.weighted = per_slot, weighted
+        self.grouped, self.cols = grouped, cols
         self.bufs = []
         xshape = (T, k, ex.K) if per_slot else (T, ex.K)
         self.x = self._alloc(4 * int(np.prod(xshape)))
@@ -149,6 +156,13 @@ class Run:
         self.ysize = 4 * T * ex.rows * (1 if weighted else k)
         self.ystride = align_up(self.ysize, align)
         self.y = self._alloc(n * self.ystride)
+        if grouped:  # a work list per routing, and per-slot results for the combine pass
+            words = moe_route.group_layout(T, k, ex.n_expert, cols)[2]
+            self.gsize = 4 * words
+            self.gstride = align_up(self.gsize, align)
+            self.groups = self._alloc(n * self.gstride)
+            self.yssize = 4 * T * k * ex.rows
+            self.ys = self._alloc(self.yssize) if weighted else None
 
     def _alloc(self, n):
         b = self.dev.memory.alloc(n)
@@ -158,7 +172,13 @@ class Run:
     def unique_bytes(self, r: int) -> int:
         return len(np.unique(self.ids[r])) * self.ex.expert_bytes
 
-    def recorder(self, kp, serial: bool):
+    def fetched_bytes(self, r: int) -> int:
+        if not self.grouped:
+            return self.ids[r].size * self.ex.expert_bytes
+        counts = np.bincount(self.ids[r].reshape(-1), minlength=self.ex.n_expert)
+        return int((-(-counts // self.cols)).sum()) * self.ex.expert_bytes
+
+    def recorder(self, kp, serial: bool, kgroup=None, kcombine=None):
         n, ex = self.ids.shape[0], self.ex
 
         def record(rec, i):
@@ -166,6 +186,32 @@ class Run:
             ids = self.ids_buf.range(r * self.rstride, 4 * self.T * self.k)
             wts = self.wts_buf.range(r * self.rstride, 4 * self.T * self.k)
             y = self.y.range(r * self.ystride, self.ysize)
+            if self.grouped:
+                g = self.groups.range(r * self.gstride, self.gsize)
+                moe_route.dispatch_group(rec, kgroup, ids, g, ex.n_expert, self.k, self.T)
+                out = self.ys if self.weighted else y
+                km.dispatch_grouped(
+                    rec,
+                    kp,
+                    ex.w,
+                    self.x,
+                    g,
+                    out,
+                    w_type=ex.w_type,
+                    rows=ex.rows,
+                    K=ex.K,
+                    n_expert=ex.n_expert,
+                    n_slots=self.k,
+                    tokens=self.T,
+                    per_slot_input=self.per_slot,
+                )
+                if self.weighted:
+                    km.dispatch_combine(
+                        rec, kcombine, self.ys, wts, y, rows=ex.rows, n_slots=self.k, tokens=self.T
+                    )
+                if serial:
+                    rec.barrier()
+                return
             km.dispatch(
                 rec,
                 kp,
@@ -192,10 +238,77 @@ class Run:
             b.free()
 
 
+def measure(dev, args, ex, pname, T, ids, per_slot, weighted, mode, spec, sgbps):
+    """One (type, projection, T, mode) row."""
+    grouped = mode == "grouped"
+    cols = args.cols
+    kp = km.pipeline(
+        dev,
+        ex.w_type,
+        weighted=weighted and not grouped,
+        grouped=grouped,
+        cols=cols,
+        rows=ex.rows,
+        K=ex.K,
+        n_slots=args.k,
+        reduce=args.reduce,
+        **spec,
+    )
+    kg = moe_route.group_pipeline(dev, cols) if grouped else None
+    kc = km.combine_pipeline(dev) if grouped and weighted else None
+    n = ids.shape[0]
+    reps = args.reps if T <= 8 else max(2, args.reps // 8)
+    run = Run(
+        dev, np.random.default_rng(args.seed), ex, args.k, ids, per_slot, weighted, grouped, cols
+    )
+    try:
+        ns_serial = timed(dev, run.recorder(kp, True, kg, kc), reps)
+        # Grouped work is a chain of dependent dispatches: only the serial form is meaningful.
+        ns_b2b = None if grouped else timed(dev, run.recorder(kp, False), reps)
+        uniq = float(np.mean([run.unique_bytes(i % n) for i in range(reps)]))
+        fetched = float(np.mean([run.fetched_bytes(i % n) for i in range(reps)]))
+    finally:
+        run.free()
+    r = {
+        "type": args_type_name(ex.w_type),
+        "proj": pname,
+        "T": T,
+        "mode": mode,
+        "rows": ex.rows,
+        "K": ex.K,
+        "experts_unique": uniq / ex.expert_bytes,
+        "unique_bytes": uniq,
+        "variant": kp.variant,
+        "spec": kp.spec,
+        "fetched_bytes": fetched,
+        "us_serial": ns_serial / 1e3,
+        "gbps_serial": uniq / ns_serial,
+        "us_b2b": None if ns_b2b is None else ns_b2b / 1e3,
+        "gbps_b2b": None if ns_b2b is None else uniq / ns_b2b,
+        "stream_gbps": sgbps,
+    }
+    if sgbps:
+        r["frac_serial"] = r["gbps_serial"] / sgbps
+        if ns_b2b is not None:
+            r["frac_b2b"] = r["gbps_b2b"] / sgbps
+    return r
+
+
+def args_type_name(t) -> str:
+    return quants.type_info(t).name.lower()
+
+
 def main(argv=None) -> list:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--types", default="q4_k,q6_k,q8_0")
-    ap.add_argument("--tokens", default="1,2,3,4,5,6,7,8", help="token counts T")
+    ap.add_argument("--tokens", default="1,2,3,4,5,6,7,8", help="token counts T (decode, verify)")
+    ap.add_argument("--prefill", default="", help="larger token counts, e.g. 128,512")
+    ap.add_argument(
+        "--modes",
+        default="direct,grouped",
+        help="direct (one workgroup set per token and slot), grouped (work list)",
+    )
+    ap.add_argument("--cols", type=int, default=8, help="grouped: pairs per work item")
     ap.add_argument("--experts", type=int, default=N_EXPERT)
     ap.add_argument("--k", type=int, default=K_USED, help="experts per token")
     ap.add_argument("--proj", default="gate_up,down", help="gate_up (shared x), down (weighted)")
@@ -222,7 +335,9 @@ def main(argv=None) -> list:
         log(f"stream bandwidth {sgbps:.1f} GB/s ({ssrc})")
     spec = {kv.split("=")[0]: int(kv.split("=")[1]) for kv in args.spec.split(",") if kv}
     rng = np.random.default_rng(args.seed)
-    tokens = [int(t) for t in args.tokens.split(",")]
+    tokens = [int(t) for t in args.tokens.split(",") if t]
+    tokens += [int(t) for t in args.prefill.split(",") if t]
+    modes = [m for m in args.modes.split(",") if m]
     projs = {"gate_up": (EXPERT_FF, HIDDEN, False, False), "down": (HIDDEN, EXPERT_FF, True, True)}
     rows_out = []
     for tname in args.types.split(","):
@@ -234,66 +349,32 @@ def main(argv=None) -> list:
                 f"({args.experts * km.expert_stride(w_type, rows, K) / 2**20:.0f} MiB)"
             )
             ex = Experts(dev, rng, w_type, rows, K, args.experts)
-            all_ids = routings(rng, args.routings, max(tokens), args.k, args.experts, args.overlap)
-            kp = km.pipeline(
-                dev,
-                w_type,
-                weighted=weighted,
-                rows=rows,
-                K=K,
-                n_slots=args.k,
-                reduce=args.reduce,
-                **spec,
-            )
             try:
                 for T in tokens:
-                    run = Run(
-                        dev,
-                        rng,
-                        ex,
-                        args.k,
-                        np.ascontiguousarray(all_ids[:, :T]),
-                        per_slot,
-                        weighted,
-                    )
-                    try:
-                        ns_serial = timed(dev, run.recorder(kp, True), args.reps)
-                        ns_b2b = timed(dev, run.recorder(kp, False), args.reps)
-                        uniq = float(
-                            np.mean([run.unique_bytes(i % args.routings) for i in range(args.reps)])
+                    n = args.routings if T <= 8 else min(args.routings, 4)
+                    ids = routings(rng, n, T, args.k, args.experts, args.overlap)
+                    for mode in modes:
+                        r = measure(
+                            dev, args, ex, pname, T, ids, per_slot, weighted, mode, spec, sgbps
                         )
-                    finally:
-                        run.free()
-                    r = {
-                        "type": tname,
-                        "proj": pname,
-                        "T": T,
-                        "rows": rows,
-                        "K": K,
-                        "experts_unique": uniq / ex.expert_bytes,
-                        "unique_bytes": uniq,
-                        "fetched_bytes": T * args.k * ex.expert_bytes,
-                        "variant": kp.variant,
-                        "spec": kp.spec,
-                        "us_serial": ns_serial / 1e3,
-                        "us_b2b": ns_b2b / 1e3,
-                        "gbps_serial": uniq / ns_serial,
-                        "gbps_b2b": uniq / ns_b2b,
-                        "stream_gbps": sgbps,
-                    }
-                    if sgbps:
-                        r["frac_serial"] = r["gbps_serial"] / sgbps
-                        r["frac_b2b"] = r["gbps_b2b"] / sgbps
-                    rows_out.append(r)
-                    log(
-                        f"  T={T}: {r['us_serial']:.1f} µs serial, {r['gbps_serial']:.1f} GB/s; "
-                        f"{r['us_b2b']:.1f} µs back-to-back, {r['gbps_b2b']:.1f} GB/s"
-                    )
+                        rows_out.append(r)
+                        b2b = (
+                            f"; {r['us_b2b']:.1f} µs back-to-back, {r['gbps_b2b']:.1f} GB/s"
+                            if r["us_b2b"] is not None
+                            else ""
+                        )
+                        log(
+                            f"  T={T} {mode}: {r['us_serial']:.1f} µs serial, "
+                            f"{r['gbps_serial']:.1f} GB/s{b2b}"
+                        )
             finally:
                 ex.free()
 
     def pct(r, key):
         return f"{100 * r[key]:.0f}%" if key in r else "–"
+
+    def num(v, fmt):
+        return "–" if v is None else format(v, fmt)
 
     print(
         f"## mul_mat_id on {dev.info.name}: Qwen3.6-35B-A3B expert shapes, {args.experts} "
@@ -302,20 +383,22 @@ def main(argv=None) -> list:
     print()
     print(
         f"Stream bandwidth: {f'{sgbps:.1f} GB/s' if sgbps else 'unknown'} ({ssrc}). GB/s = "
-        f"bytes of the distinct selected experts / time; fetched = T·k expert matrices."
+        "bytes of the distinct selected experts / time. direct: each (token, slot) reads its "
+        "expert (WEIGHTED epilogue for down); grouped: work list + each expert read once per "
+        f"{args.cols} pairs (+ combine pass for down), serial only."
     )
     print()
     print(
-        "| type | proj | T | distinct experts | MiB distinct | MiB fetched | µs serial | "
+        "| type | proj | T | mode | distinct experts | MiB distinct | MiB fetched | µs serial | "
         "GB/s | of stream | µs back-to-back | GB/s | of stream |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows_out:
         print(
-            f"| {r['type']} | {r['proj']} | {r['T']} | {r['experts_unique']:.1f} | "
-            f"{r['unique_bytes'] / 2**20:.2f} | {r['fetched_bytes'] / 2**20:.2f} | "
-            f"{r['us_serial']:.1f} | {r['gbps_serial']:.1f} | {pct(r, 'frac_serial')} | "
-            f"{r['us_b2b']:.1f} | {r['gbps_b2b']:.1f} | {pct(r, 'frac_b2b')} |"
+            f"| {r['type']} | {r['proj']} | {r['T']} | {r['mode']} | "
+            f"{r['experts_unique']:.1f} | {r['unique_bytes'] / 2**20:.2f} | "
+            f"{r['fetched_bytes'] / 2**20:.2f} | {r['us_serial']:.1f} | {r['gbps_serial']:.1f} | {pct(r, 'frac_serial')} | "
+            f"{num(r['us_b2b'], '.1f')} | {num(r['gbps_b2b'], '.1f')} | {pct(r, 'frac_b2b')} |"
         )
     if args.json:
         Path(args.json).write_text(
