@@ -80,36 +80,40 @@ void main() {
     const uint nunits = p.K / UNIT_ELEMS;
     const uint xs4 = p.x_stride >> 2;
     const uint STEP = LANES * UNROLL;
-    // raw: the UNROLL units (of NR rows) being multiplied; with PREFETCH the next UNROLL units'
-    // loads are issued before that work, so memory latency overlaps the arithmetic even with
-    // one or two warps per SM. Unit indices are clamped: reads past the end repeat the last unit.
+    // raw: the UNROLL units (of NR rows) being multiplied, units base + lane + j*8; with PREFETCH
+    // the next step's loads are issued before that work, so memory latency overlaps the
+    // arithmetic even with one or two warps per SM. Unit indices are clamped: reads past the
+    // end repeat the last unit.
     Raw raw[UNROLL][NR];
     [[unroll]] for (uint j = 0; j < UNROLL; j++) {
         const uint u = min(lane + j * LANES, nunits - 1u);
         [[unroll]] for (uint i = 0; i < NR; i++) raw[j][i] = load_raw(row_off[i], u);
     }
-    for (uint u0 = lane; u0 < nunits; u0 += STEP) {
+    // The trip count is the same for the 8 lanes of a row (and the whole workgroup): they stay
+    // converged up to the subgroup shuffles; idle lanes of the last step skip the arithmetic.
+    for (uint base = 0; base < nunits; base += STEP) {
         Raw nxt[UNROLL][NR];
         if (PREFETCH) {
             [[unroll]] for (uint j = 0; j < UNROLL; j++) {
-                const uint u = min(u0 + STEP + j * LANES, nunits - 1u);
+                const uint u = min(base + STEP + lane + j * LANES, nunits - 1u);
                 [[unroll]] for (uint i = 0; i < NR; i++) nxt[j][i] = load_raw(row_off[i], u);
             }
         }
         [[unroll]] for (uint j = 0; j < UNROLL; j++) {
-            const uint u = u0 + j * LANES;
-            if (u >= nunits) break;
-            [[unroll]] for (uint pc = 0; pc < UNIT_PIECES; pc++) {
-                const uint k4 = piece_k(u, pc) >> 2;
-                vec4 wv[NR];
-                [[unroll]] for (uint i = 0; i < NR; i++) wv[i] = dq_piece(raw[j][i], u, pc);
-                [[unroll]] for (uint c = 0; c < NUM_COLS; c++) {
-                    const vec4 xv = x4[c * xs4 + k4];
-                    [[unroll]] for (uint i = 0; i < NR; i++) {
-                        acc[i][c] = fma(wv[i].x, xv.x, acc[i][c]);
-                        acc[i][c] = fma(wv[i].y, xv.y, acc[i][c]);
-                        acc[i][c] = fma(wv[i].z, xv.z, acc[i][c]);
-                        acc[i][c] = fma(wv[i].w, xv.w, acc[i][c]);
+            const uint u = base + lane + j * LANES;
+            if (u < nunits) {
+                [[unroll]] for (uint pc = 0; pc < UNIT_PIECES; pc++) {
+                    const uint k4 = piece_k(u, pc) >> 2;
+                    vec4 wv[NR];
+                    [[unroll]] for (uint i = 0; i < NR; i++) wv[i] = dq_piece(raw[j][i], u, pc);
+                    [[unroll]] for (uint c = 0; c < NUM_COLS; c++) {
+                        const vec4 xv = x4[c * xs4 + k4];
+                        [[unroll]] for (uint i = 0; i < NR; i++) {
+                            acc[i][c] = fma(wv[i].x, xv.x, acc[i][c]);
+                            acc[i][c] = fma(wv[i].y, xv.y, acc[i][c]);
+                            acc[i][c] = fma(wv[i].z, xv.z, acc[i][c]);
+                            acc[i][c] = fma(wv[i].w, xv.w, acc[i][c]);
+                        }
                     }
                 }
             }
@@ -117,9 +121,9 @@ void main() {
         if (PREFETCH) {
             [[unroll]] for (uint j = 0; j < UNROLL; j++)
                 [[unroll]] for (uint i = 0; i < NR; i++) raw[j][i] = nxt[j][i];
-        } else if (u0 + STEP < nunits) {
+        } else if (base + STEP < nunits) {
             [[unroll]] for (uint j = 0; j < UNROLL; j++) {
-                const uint u = min(u0 + STEP + j * LANES, nunits - 1u);
+                const uint u = min(base + STEP + lane + j * LANES, nunits - 1u);
                 [[unroll]] for (uint i = 0; i < NR; i++) raw[j][i] = load_raw(row_off[i], u);
             }
         }
