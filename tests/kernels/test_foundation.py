@@ -191,3 +191,17 @@ def test_env_cache_dir_respected(tmp_path, monkeypatch):
     monkeypatch.setenv("VKINFER_CACHE", str(tmp_path / "c"))
     assert cache_dir() == tmp_path / "c" and cache_dir().is_dir()
     assert os.path.isdir(tmp_path / "c")
+
+
+def test_evicted_pipeline_is_rebuilt_and_still_correct(device, rng):
+    from vkinfer.vk.pipeline import evict_pipeline
+
+    kp = axpy.KERNEL.pipeline(device, WG=128)
+    x = rng.standard_normal(300).astype(np.float32)
+    before = len(device.pipelines)
+    evict_pipeline(device, kp.pipeline)
+    assert len(device.pipelines) == before - 1
+    # the same (kernel, spec) is compiled again on demand and still computes the right thing
+    got = ops.axpy(x, 2.0, np.zeros_like(x), WG=128)
+    np.testing.assert_array_equal(got, np.float32(2.0) * x)
+    assert len(device.pipelines) == before

@@ -129,6 +129,15 @@ class ComputePipeline:
         self.handle = out[0]
         del keep
 
+    def destroy(self):
+        """Release the pipeline, its layouts, module and descriptor sets."""
+        dev = self.device.handle
+        self.device.descriptors.free_layout(self.set_layout)
+        lib.vkDestroyPipeline(dev, self.handle, ffi.NULL)
+        lib.vkDestroyPipelineLayout(dev, self.layout, ffi.NULL)
+        lib.vkDestroyDescriptorSetLayout(dev, self.set_layout, ffi.NULL)
+        lib.vkDestroyShaderModule(dev, self.module, ffi.NULL)
+
 
 def get_pipeline(device, spirv: bytes, key: str, name: str, n_bindings: int, push_size: int,
                  spec: list[tuple[int, object]], require_full_subgroups: bool = False):
@@ -142,6 +151,16 @@ def get_pipeline(device, spirv: bytes, key: str, name: str, n_bindings: int, pus
     return p
 
 
+def evict_pipeline(device, pipeline: ComputePipeline):
+    """Destroy a cached pipeline no recording uses any more (the autotuner's rejected
+    candidates). The caller guarantees no pending command buffer references it."""
+    for k, p in list(device.pipelines.items()):
+        if p is pipeline:
+            del device.pipelines[k]
+    device.wait_idle()
+    pipeline.destroy()
+
+
 class DescriptorAllocator:
     """Descriptor sets from growing pools, cached by (layout, bound ranges): a recorded graph
     binds the same ranges every replay, so a set is written once."""
@@ -153,11 +172,13 @@ class DescriptorAllocator:
         self.pools = []
         self.left = 0
         self.cache = {}
+        self.pool_of = {}
         self.by_buffer = {}
 
     def _new_pool(self):
         sizes = [vk.VkDescriptorPoolSize(type=STORAGE, descriptorCount=self.SETS_PER_POOL * 8)]
         pool = call(vk.vkCreateDescriptorPool, self.device.handle, vk.VkDescriptorPoolCreateInfo(
+            flags=vk.VK_DESCRIPTOR_POOL_CREATE_FREE_DESCRIPTOR_SET_BIT,
             maxSets=self.SETS_PER_POOL, pPoolSizes=sizes), None)
         self.pools.append(pool)
         self.left = self.SETS_PER_POOL
@@ -197,9 +218,18 @@ class DescriptorAllocator:
             w.pBufferInfo = infos + i
         lib.vkUpdateDescriptorSets(dev, n, writes, 0, ffi.NULL)
         self.cache[key] = ds
+        self.pool_of[key] = self.pools[-1]
         for r in ranges:
             self.by_buffer.setdefault(handle_id(r.handle), []).append(key)
         return ds
+
+    def free_layout(self, set_layout):
+        """Free every cached set made for `set_layout` (its pipeline is being destroyed)."""
+        lid = handle_id(set_layout)
+        for key in [k for k in self.cache if k[0] == lid]:
+            ds = self.cache.pop(key)
+            arr = ffi.new("VkDescriptorSet[1]", [ds])
+            lib.vkFreeDescriptorSets(self.device.handle, self.pool_of.pop(key), 1, arr)
 
     def forget_buffer(self, vk_buffer):
         """Drop cached sets that point at a buffer about to be destroyed (its handle may be
