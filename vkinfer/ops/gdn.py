@@ -1,7 +1,7 @@
 """ops.gdn: the Gated DeltaNet layer's kernels on the GPU, numpy in and out.
 
 gated_delta_net (shaders/gated_delta_net.comp), conv1d (shaders/conv1d.comp) and gated_rms_norm
-(shaders/gated_rms_norm.comp); formulas in shared/reference/llamacpp-facts.md §2.2. Snapshot
+(the "gated" variant of shaders/rms_norm.comp); formulas in shared/reference/llamacpp-facts.md §2.2. Snapshot
 planes follow vkinfer/pipelines/gated_delta_net.py: snapshot i is the state after token i.
 """
 
@@ -11,8 +11,8 @@ import numpy as np
 
 from ..pipelines import conv1d as kc
 from ..pipelines import gated_delta_net as kg
-from ..pipelines import gated_rms_norm as kn
 from ._base import op_session, run
+from .norms import rms_norm_gated
 
 __all__ = ["conv1d", "gated_delta_net", "gated_rms_norm"]
 
@@ -92,15 +92,9 @@ def conv1d(x, w, state, snapshots: int = 0, device=None, **spec):
 
 
 def gated_rms_norm(o, z, w, eps: float = 1e-6, device=None, **spec) -> np.ndarray:
-    """rms_norm(o over the last axis)·w ⊙ silu(z); o, z [..., H, S], w [S]."""
+    """rms_norm(o over the last axis)·w ⊙ silu(z); o, z [..., H, S], w [S] shared by the heads."""
     o, z, w = _f32(o), _f32(z), _f32(w)
-    assert o.shape == z.shape and w.shape == o.shape[-1:], (o.shape, z.shape, w.shape)
-    S = o.shape[-1]
-    H = o.shape[-2] if o.ndim >= 2 else 1
-    rows = o.size // (H * S)
-    with op_session(device) as (dev, t):
-        kp = kn.KERNEL.pipeline(dev, **{"S_V": S, **spec})
-        bo, bz, bw = t.upload(o), t.upload(z), t.upload(w)
-        by = t.empty(o.nbytes)
-        run(dev, lambda rec: kn.dispatch(rec, kp, bo, bz, bw, by, rows=rows, H=H, eps=eps))
-        return by.read(np.float32, o.shape)
+    if o.shape != z.shape or w.shape != o.shape[-1:]:
+        raise ValueError(f"gated_rms_norm: o {o.shape} and z {z.shape} must match and w {w.shape}"
+                         f" must be [{o.shape[-1]}]")
+    return rms_norm_gated(o, w, z, eps, device=device, **spec)

@@ -8,8 +8,8 @@ import numpy as np
 from ..pipelines import rms_norm as k
 from ._base import op_session, run
 
-# The gated form (norm·w·silu(z)) is also ops.gdn.gated_rms_norm, a dedicated kernel; ours is a
-# variant of rms_norm.comp, reachable as norms.rms_norm_gated and not re-exported (no clash).
+# The gated form (norm·w·silu(z)) is exported as ops.gdn.gated_rms_norm (argument order o, z, w);
+# norms.rms_norm_gated is the same kernel variant with (x, w, z).
 __all__ = ["head_rms_norm", "l2_norm", "rms_norm"]
 
 
