@@ -30,15 +30,17 @@
 //                     y[t, r] at t*y_tstride + r (read when ACCUMULATE, write)
 // Push: rows, K, row_bytes, expert_stride (bytes), n_expert, n_slots, ids_stride, x_tstride,
 //       x_sstride, y_tstride, y_sstride (floats or ints).
-// Spec: 0 WG (invocations), 1 NR (rows per 8-lane group), 2 UNROLL (units loaded ahead per lane),
-//       3 WEIGHTED (bool), 4 ACCUMULATE (bool, WEIGHTED / COMBINE: add into y), 5 GROUPED (bool),
-//       6 NUM_COLS (GROUPED: pairs per item, = the work list's GROUP_COLS; else 1).
+// Spec: 0 WG (invocations), 1 NR (rows per 8-lane group), 2 UNROLL (units per lane per loop
+//       step, loaded together), 3 WEIGHTED (bool), 4 ACCUMULATE (bool, WEIGHTED / COMBINE: add
+//       into y), 5 GROUPED (bool), 6 NUM_COLS (GROUPED: pairs per item, = the work list's
+//       GROUP_COLS; else 1), 7 PREFETCH (load the next step's units before multiplying the
+//       current ones, as mul_mat_vec.comp).
 // Variants: SUBGROUP_REDUCE combines the lanes with subgroupShuffleXor, otherwise shared memory.
 // Numerics (R5): each (t, j) is the canonical reduction of common/quants.glsl, exactly the loop of
 //       mul_mat_vec.comp (LANES = 8 lanes per row, lane l sums units l, l+8, ... with fma in piece
 //       order, then the butterfly s[l] + s[l^m]): y[t, j] is bit-identical to mul_mat_vec of W_e
-//       with x[t, j], whatever the mode, T, NUM_COLS, WG, NR, UNROLL or the variant. WEIGHTED and
-//       COMBINE both sum weights[t, j] * y[t, j] in increasing j with separate (uncontracted)
+//       with x[t, j], whatever the mode, T, NUM_COLS, WG, NR, UNROLL, PREFETCH or the variant.
+//       WEIGHTED and COMBINE both sum weights[t, j] * y[t, j] in increasing j with separate (uncontracted)
 //       multiply and add from +0, then add that to the old y when ACCUMULATE: a token's result is
 //       the same bits through the decode path and the prefill path.
 // Contract: K a whole number of blocks and of UNIT_ELEMS; x strides % 4 == 0; WG % 8 == 0 (and a
@@ -59,6 +61,7 @@ layout(constant_id = 3) const bool WEIGHTED = false;
 layout(constant_id = 4) const bool ACCUMULATE = false;
 layout(constant_id = 5) const bool GROUPED = false;
 layout(constant_id = 6) const uint NUM_COLS = 1;
+layout(constant_id = 7) const bool PREFETCH = true;
 
 layout(std430, binding = 0) readonly restrict buffer WA { uint w32[]; };
 layout(std430, binding = 0) readonly restrict buffer WB { uvec4 w128[]; };
@@ -118,30 +121,52 @@ void dot_rows(uint ebase, uint row0, uint lane, uint xb4[NUM_COLS], uint ncols,
         [[unroll]] for (uint c = 0; c < NUM_COLS; c++) acc[i][c] = 0.0;
 
     const uint nunits = p.K / UNIT_ELEMS;
-    for (uint u0 = lane; u0 < nunits; u0 += LANES * UNROLL) {
-        // Issue the loads of UNROLL units (of NR rows) before using any of them.
-        Raw raw[UNROLL][NR];
-        [[unroll]] for (uint jj = 0; jj < UNROLL; jj++) {
-            const uint u = min(u0 + jj * LANES, nunits - 1u);
-            [[unroll]] for (uint i = 0; i < NR; i++) raw[jj][i] = load_raw(row_off[i], u);
+    const uint STEP = LANES * UNROLL;
+    // raw: the UNROLL units (of NR rows) being multiplied, units base + lane + jj*8; with
+    // PREFETCH the next step's loads are issued before that work (software pipelining). Unit
+    // indices are clamped: reads past the end repeat the last unit.
+    Raw raw[UNROLL][NR];
+    [[unroll]] for (uint jj = 0; jj < UNROLL; jj++) {
+        const uint u = min(lane + jj * LANES, nunits - 1u);
+        [[unroll]] for (uint i = 0; i < NR; i++) raw[jj][i] = load_raw(row_off[i], u);
+    }
+    // The trip count is the same for the 8 lanes of a row (and the whole workgroup): they stay
+    // converged up to the subgroup shuffles; idle lanes of the last step skip the arithmetic.
+    for (uint base = 0; base < nunits; base += STEP) {
+        Raw nxt[UNROLL][NR];
+        if (PREFETCH) {
+            [[unroll]] for (uint jj = 0; jj < UNROLL; jj++) {
+                const uint u = min(base + STEP + lane + jj * LANES, nunits - 1u);
+                [[unroll]] for (uint i = 0; i < NR; i++) nxt[jj][i] = load_raw(row_off[i], u);
+            }
         }
         [[unroll]] for (uint jj = 0; jj < UNROLL; jj++) {
-            const uint u = u0 + jj * LANES;
-            if (u >= nunits) break;
-            [[unroll]] for (uint pc = 0; pc < UNIT_PIECES; pc++) {
-                const uint k4 = piece_k(u, pc) >> 2;
-                vec4 wv[NR];
-                [[unroll]] for (uint i = 0; i < NR; i++) wv[i] = dq_piece(raw[jj][i], u, pc);
-                [[unroll]] for (uint c = 0; c < NUM_COLS; c++) {
-                    if (c >= ncols) break;
-                    const vec4 xv = x4[xb4[c] + k4];
-                    [[unroll]] for (uint i = 0; i < NR; i++) {
-                        acc[i][c] = fma(wv[i].x, xv.x, acc[i][c]);
-                        acc[i][c] = fma(wv[i].y, xv.y, acc[i][c]);
-                        acc[i][c] = fma(wv[i].z, xv.z, acc[i][c]);
-                        acc[i][c] = fma(wv[i].w, xv.w, acc[i][c]);
+            const uint u = base + lane + jj * LANES;
+            if (u < nunits) {
+                [[unroll]] for (uint pc = 0; pc < UNIT_PIECES; pc++) {
+                    const uint k4 = piece_k(u, pc) >> 2;
+                    vec4 wv[NR];
+                    [[unroll]] for (uint i = 0; i < NR; i++) wv[i] = dq_piece(raw[jj][i], u, pc);
+                    [[unroll]] for (uint c = 0; c < NUM_COLS; c++) {
+                        if (c >= ncols) break;
+                        const vec4 xv = x4[xb4[c] + k4];
+                        [[unroll]] for (uint i = 0; i < NR; i++) {
+                            acc[i][c] = fma(wv[i].x, xv.x, acc[i][c]);
+                            acc[i][c] = fma(wv[i].y, xv.y, acc[i][c]);
+                            acc[i][c] = fma(wv[i].z, xv.z, acc[i][c]);
+                            acc[i][c] = fma(wv[i].w, xv.w, acc[i][c]);
+                        }
                     }
                 }
+            }
+        }
+        if (PREFETCH) {
+            [[unroll]] for (uint jj = 0; jj < UNROLL; jj++)
+                [[unroll]] for (uint i = 0; i < NR; i++) raw[jj][i] = nxt[jj][i];
+        } else if (base + STEP < nunits) {
+            [[unroll]] for (uint jj = 0; jj < UNROLL; jj++) {
+                const uint u = min(base + STEP + lane + jj * LANES, nunits - 1u);
+                [[unroll]] for (uint i = 0; i < NR; i++) raw[jj][i] = load_raw(row_off[i], u);
             }
         }
     }

@@ -100,15 +100,15 @@ def test_weighted_sum_every_type(device, rng, t):
 )
 def test_tunables_and_variants_do_not_change_bits(device, rng, t):
     """Longer rows (several units per lane), odd rows, every reduction variant and a spread of
-    WG / NR / UNROLL give the same bits as mul_mat_vec."""
+    WG / NR / UNROLL / PREFETCH give the same bits as mul_mat_vec."""
     raw, K = _experts(t, rng, n_expert=5, rows=45, K=3 * 256)
     ids = np.array([[4, 1, 0], [2, 4, 3]], np.int32)
     x = rng.standard_normal((2, 3, K)).astype(np.float32)
     want = _mul_mat_vec_bits(raw, t, x, ids).view(np.uint32)
     reduces = ["shmem"] + (["subgroup"] if k.variant_for(device.info, t) == t.name.lower() else [])
     for reduce in reduces:
-        for wg, nr, un in ((32, 1, 1), (128, 4, 4), (64, 1, 4)):
-            y = mul_mat_id(raw, t, x, ids, reduce=reduce, WG=wg, NR=nr, UNROLL=un)
+        for wg, nr, un, pf in ((32, 1, 2, True), (128, 4, 1, False), (64, 1, 4, False)):
+            y = mul_mat_id(raw, t, x, ids, reduce=reduce, WG=wg, NR=nr, UNROLL=un, PREFETCH=pf)
             np.testing.assert_array_equal(
                 y.view(np.uint32), want, err_msg=f"{reduce} {wg=} {nr=} {un=}"
             )

@@ -38,6 +38,12 @@ __all__ = [
 ]
 
 
+def _gpu(value, cpu_value):
+    """A spec default that is smaller on CPU devices (lavapipe): unrolling buys nothing there and
+    costs JIT time in every test run. The numbers never depend on it."""
+    return lambda info: cpu_value if getattr(info, "type", "") == "cpu" else value
+
+
 def _contract(spec, info):
     wg, nr, un = spec["WG"], spec["NR"], spec["UNROLL"]
     require(wg % LANES == 0 and wg > 0, f"mul_mat_id: WG={wg} must be a multiple of {LANES}")
@@ -135,12 +141,19 @@ KERNEL = Kernel(
     push=PUSH,
     spec=(
         SpecConst("WG", 0, 64, choices=(32, 64, 128, 256), doc="invocations (8 lanes per row)"),
-        SpecConst("NR", 1, 2, choices=(1, 2, 4), doc="rows per 8-lane group"),
-        SpecConst("UNROLL", 2, 2, choices=(1, 2, 4), doc="units loaded ahead per lane"),
+        SpecConst("NR", 1, _gpu(2, 1), choices=(1, 2, 4), doc="rows per 8-lane group"),
+        SpecConst("UNROLL", 2, _gpu(2, 1), choices=(1, 2, 4), doc="units per lane per step"),
         SpecConst("WEIGHTED", 3, False, doc="y[t] = sum_j w[t,j] * W_e x (set by the caller)"),
         SpecConst("ACCUMULATE", 4, False, doc="WEIGHTED/combine: add into y (set by the caller)"),
         SpecConst("GROUPED", 5, False, doc="prefill: expert work list (set by the caller)"),
         SpecConst("NUM_COLS", 6, 1, doc="GROUPED: pairs per work item (caller; = GROUP_COLS)"),
+        SpecConst(
+            "PREFETCH",
+            7,
+            _gpu(True, False),
+            choices=(False, True),
+            doc="issue the next step's loads before the current step's arithmetic",
+        ),
     ),
     variants=_VARIANTS,
     op_requires=_SUBGROUP_OPS,
