@@ -249,9 +249,14 @@ void main() {
 
     for (uint j = 0u; j < p.k; ++j) {
         uint key = 0u, idx = NONE;
-        for (uint e = tid; e < n; e += WG) {
-            const uint ke = order_key(s_s[e]);
-            if (!s_taken[e] && better(ke, e, key, idx)) { key = ke; idx = e; }
+        // Same trip count in every invocation: the subgroup is converged at wg_argmax's
+        // subgroup operations without relying on reconvergence after divergent loop exits.
+        for (uint e0 = 0u; e0 < n; e0 += WG) {
+            const uint e = e0 + tid;
+            if (e < n) {
+                const uint ke = order_key(s_s[e]);
+                if (!s_taken[e] && better(ke, e, key, idx)) { key = ke; idx = e; }
+            }
         }
         wg_argmax(key, idx);
         if (tid == 0u) {
