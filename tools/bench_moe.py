@@ -302,7 +302,7 @@ def main(argv=None) -> list:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--types", default="q4_k,q6_k,q8_0")
     ap.add_argument("--tokens", default="1,2,3,4,5,6,7,8", help="token counts T (decode, verify)")
-    ap.add_argument("--prefill", default="", help="larger token counts, e.g. 128,512")
+    ap.add_argument("--prefill", default="512", help="prefill token counts ('' for none)")
     ap.add_argument(
         "--modes",
         default="direct,grouped",
