@@ -15,15 +15,23 @@ from .check import check, ffi, lib
 from .pipeline import ComputePipeline, handle_id
 from .sync import Fence, submit
 
-# Barriers between recorded work: everything we record is compute dispatches, copies and fills;
-# indirect dispatch arguments are read in the draw-indirect stage. (Host access needs no barrier
-# inside a command buffer: queue submission and fences order it.)
-SRC_STAGES = vk.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT | vk.VK_PIPELINE_STAGE_TRANSFER_BIT
-DST_STAGES = SRC_STAGES | vk.VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT
-SRC_ACCESS = vk.VK_ACCESS_SHADER_WRITE_BIT | vk.VK_ACCESS_TRANSFER_WRITE_BIT
-DST_ACCESS = (vk.VK_ACCESS_SHADER_READ_BIT | vk.VK_ACCESS_SHADER_WRITE_BIT
-              | vk.VK_ACCESS_TRANSFER_READ_BIT | vk.VK_ACCESS_TRANSFER_WRITE_BIT
-              | vk.VK_ACCESS_INDIRECT_COMMAND_READ_BIT)
+# Barriers name only the stages involved: the stages of the work recorded since the last barrier
+# (compute and/or transfer) and the stage of the operation that needs it (a dispatch, an indirect
+# dispatch's argument read, a copy). NVIDIA charges noticeably more for a barrier whose masks
+# include transfer stages when none is involved. Host access needs no barrier inside a command
+# buffer: queue submission and fences order it.
+COMPUTE = vk.VK_PIPELINE_STAGE_COMPUTE_SHADER_BIT
+TRANSFER = vk.VK_PIPELINE_STAGE_TRANSFER_BIT
+INDIRECT = vk.VK_PIPELINE_STAGE_DRAW_INDIRECT_BIT
+ALL_STAGES = COMPUTE | TRANSFER | INDIRECT
+SRC_ACCESS = {COMPUTE: vk.VK_ACCESS_SHADER_WRITE_BIT, TRANSFER: vk.VK_ACCESS_TRANSFER_WRITE_BIT}
+DST_ACCESS = {COMPUTE: vk.VK_ACCESS_SHADER_READ_BIT | vk.VK_ACCESS_SHADER_WRITE_BIT,
+              TRANSFER: vk.VK_ACCESS_TRANSFER_READ_BIT | vk.VK_ACCESS_TRANSFER_WRITE_BIT,
+              INDIRECT: vk.VK_ACCESS_INDIRECT_COMMAND_READ_BIT}
+
+
+def _access(stages: int, table: dict) -> int:
+    return sum(bits for stage, bits in table.items() if stages & stage)
 
 
 def allocate_command_buffer(device):
@@ -53,6 +61,7 @@ class Recorder:
         self.cb = cb if cb is not None else allocate_command_buffer(device)
         self.pending_writes: list = []
         self.pending_reads: list = []
+        self.pending_stages = 0  # stages of the work recorded since the last barrier
         self.n_dispatches = 0
         self.n_barriers = 0
         self._bound = None
@@ -64,6 +73,7 @@ class Recorder:
         bi.flags = vk.VK_COMMAND_BUFFER_USAGE_ONE_TIME_SUBMIT_BIT if one_time else 0
         check("vkBeginCommandBuffer", lib.vkBeginCommandBuffer(self.cb, bi))
         self.pending_writes, self.pending_reads = [], []
+        self.pending_stages = 0
         self.n_dispatches = self.n_barriers = 0
         self._bound = None
         return self
@@ -71,24 +81,26 @@ class Recorder:
     def end(self):
         check("vkEndCommandBuffer", lib.vkEndCommandBuffer(self.cb))
 
-    def barrier(self):
-        """A full memory barrier between everything before and everything after."""
+    def barrier(self, dst_stages: int = ALL_STAGES):
+        """A memory barrier between the work recorded so far and work of `dst_stages` after."""
+        src = self.pending_stages or (COMPUTE | TRANSFER)
         mb = ffi.new("VkMemoryBarrier*")
         mb.sType = vk.VK_STRUCTURE_TYPE_MEMORY_BARRIER
-        mb.srcAccessMask = SRC_ACCESS
-        mb.dstAccessMask = DST_ACCESS
-        lib.vkCmdPipelineBarrier(self.cb, SRC_STAGES, DST_STAGES, 0, 1, mb, 0, ffi.NULL, 0,
-                                 ffi.NULL)
+        mb.srcAccessMask = _access(src, SRC_ACCESS)
+        mb.dstAccessMask = _access(dst_stages, DST_ACCESS)
+        lib.vkCmdPipelineBarrier(self.cb, src, dst_stages, 0, 1, mb, 0, ffi.NULL, 0, ffi.NULL)
         self.pending_writes, self.pending_reads = [], []
+        self.pending_stages = 0
         self.n_barriers += 1
 
-    def _hazard(self, reads, writes):
+    def _hazard(self, reads, writes, stage: int = COMPUTE):
         if any(_overlaps(r, self.pending_writes) for r in reads) or any(
                 _overlaps(w, self.pending_writes) or _overlaps(w, self.pending_reads)
                 for w in writes):
-            self.barrier()
+            self.barrier(stage)
         self.pending_reads += reads
         self.pending_writes += writes
+        self.pending_stages |= COMPUTE if stage & INDIRECT else stage
 
     def dispatch(self, pipeline: ComputePipeline, ranges: list, push: bytes,
                  groups: tuple[int, int, int], access: str | None = None):
@@ -129,7 +141,7 @@ class Recorder:
         access = access or "b" * len(ranges)
         spans = [_span(r) for r in ranges]
         self._hazard([s for s, a in zip(spans, access) if a in "rb"] + [_span(args)],
-                     [s for s, a in zip(spans, access) if a in "wb"])
+                     [s for s, a in zip(spans, access) if a in "wb"], COMPUTE | INDIRECT)
         ds = self.device.descriptors.get(pipeline, ranges)
         lib.vkCmdBindPipeline(self.cb, vk.VK_PIPELINE_BIND_POINT_COMPUTE, pipeline.handle)
         self._bound = pipeline
@@ -145,7 +157,7 @@ class Recorder:
     def copy(self, src, dst, size: int, src_offset: int = 0, dst_offset: int = 0):
         s = (handle_id(src.handle), src.offset + src_offset, src.offset + src_offset + size)
         d = (handle_id(dst.handle), dst.offset + dst_offset, dst.offset + dst_offset + size)
-        self._hazard([s], [d])
+        self._hazard([s], [d], TRANSFER)
         reg = ffi.new("VkBufferCopy*")
         reg.srcOffset, reg.dstOffset, reg.size = src.offset + src_offset, dst.offset + dst_offset, size
         lib.vkCmdCopyBuffer(self.cb, src.handle, dst.handle, 1, reg)
@@ -153,7 +165,8 @@ class Recorder:
     def fill(self, dst, value: int = 0, size: int | None = None, offset: int = 0):
         size = dst.size - offset if size is None else size
         size -= size % 4
-        self._hazard([], [(handle_id(dst.handle), dst.offset + offset, dst.offset + offset + size)])
+        self._hazard([], [(handle_id(dst.handle), dst.offset + offset, dst.offset + offset + size)],
+                     TRANSFER)
         lib.vkCmdFillBuffer(self.cb, dst.handle, dst.offset + offset, size, value & 0xFFFFFFFF)
 
     def timestamp(self, pool, index: int):
