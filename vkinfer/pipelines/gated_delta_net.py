@@ -112,8 +112,10 @@ def _lanes_default(variant: str, info, s_v: int) -> int:
     if variant == "subgroup":
         return sg
     if variant in ("clustered", "shuffle"):
-        # llama.cpp measured 8 columns per subgroup best at S_V >= 128 (sg32 -> 4 lanes).
-        lanes = max(1, sg // 8) if s_v >= 128 else min(s_v, sg)
+        # llama.cpp uses sg/8 lanes (8 columns per subgroup) at S_V >= 128; on the H100 we
+        # measured sg/2 (2 columns per subgroup) 1.3-2.2x faster for verify batches (T = 2..8)
+        # and equal at T = 1 (BENCHMARKS.md, lanes_per_column sweep). The autotuner refines it.
+        lanes = max(1, sg // 2) if s_v >= 128 else min(s_v, sg)
         return min(lanes, info.min_subgroup_size)
     return min(s_v, 8)
 
@@ -160,6 +162,8 @@ def choose(info, s_v: int, variant: str | None = None,
         lanes = _lanes_default(name, info, s_v)
         cfgs = [c for c in valid_configs(info, name, s_v, lanes=(lanes,))
                 if c["WG"] >= info.subgroup_size] or valid_configs(info, name, s_v)
+        # four subgroups per workgroup when valid (measured best with sg/2 lanes on the H100)
+        cfgs.sort(key=lambda c: c["WG"] != 4 * info.subgroup_size)
         if cfgs:
             return name, {"S_V": s_v, "LANES": cfgs[0]["LANES"], "WG": cfgs[0]["WG"]}
     raise ContractError(f"gated_delta_net: no valid (WG, LANES) for S_V={s_v} with "
