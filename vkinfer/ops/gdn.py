@@ -73,7 +73,7 @@ def conv1d(x, w, state, snapshots: int = 0, device=None, **spec):
     D = w.shape[1]
     assert w.shape == (C, D) and state.shape == (n_seq, D - 1, C), (w.shape, state.shape)
     with op_session(device) as (dev, t):
-        kp = kc.KERNEL.pipeline(dev, **{"D_CONV": D, **spec})
+        kp = kc.KERNEL.pipeline(dev, shape_class=kc.shape_class(C, T), **{"D_CONV": D, **spec})
         plane = n_seq * (D - 1) * C
         bst = t.empty(4 * plane * (1 + snapshots))
         bst.write(state)

@@ -164,6 +164,6 @@ def get_rows(w_raw, w_type, ids, device=None, **spec) -> np.ndarray:
     with op_session(device) as (dev, tmp):
         bw, bi = _upload_weights(tmp, w), tmp.upload(ids.astype(np.int32))
         bo = tmp.empty(n * K * 4)
-        kp = kg.pipeline(dev, t, **spec)
+        kp = kg.pipeline(dev, t, K=K, n_ids=n, **spec)
         run(dev, lambda rec: kg.dispatch(rec, kp, bw, bi, bo, rows, K, w.shape[1], n))
         return bo.read(np.float32, (n, K))

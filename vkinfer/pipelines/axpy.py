@@ -25,6 +25,11 @@ KERNEL = Kernel(
 )
 
 
+def shape_class(n: int) -> str:
+    """Tuning class of an axpy over n elements: n rounded up to a power of two."""
+    return f"n{1 << max(0, int(n) - 1).bit_length()}"
+
+
 def dispatch(rec, kp, x, alpha, y, n: int, alpha_index: int = 0):
     """Record y (+)= alpha[alpha_index]·x over n elements with pipeline `kp`."""
     kp.record(rec, [x, alpha, y], (ceil_div(n, kp.spec["WG"]),), n=n, alpha_index=alpha_index)

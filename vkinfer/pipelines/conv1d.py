@@ -47,6 +47,13 @@ def plane_elems(n_seq: int, d_conv: int, C: int) -> int:
     return n_seq * (d_conv - 1) * C
 
 
+def shape_class(channels: int, tokens: int) -> str:
+    """Tuning class of a conv1d step: channels and the token bucket (1 decode, 8 verify,
+    512 prefill)."""
+    t = 1 if tokens <= 1 else 8 if tokens <= 8 else 512
+    return f"c{channels}-t{t}"
+
+
 def dispatch(rec, kp, x, w, state, y, ctl, *, n_seq: int, C: int, seq_rows: int, x_stride: int,
              x_off: int = 0, n_snap: int = 0, ctl_off: int = 0, rows: int | None = None):
     """Record one conv step for n_seq sequences; `rows` (default seq_rows) bounds the token

@@ -51,8 +51,17 @@ KERNEL = Kernel(
 )
 
 
-def pipeline(device, w_type, **overrides):
-    return KERNEL.pipeline(device, type_name(w_type), **overrides)
+def shape_class(K: int, n_ids: int) -> str:
+    """Row length (power-of-two bucket) and the id-count bucket: 1 (decode), 8 (verify),
+    512 (prefill)."""
+    n = 1 if n_ids <= 1 else 8 if n_ids <= 8 else 512
+    return f"k{1 << max(0, int(K) - 1).bit_length()}-n{n}"
+
+
+def pipeline(device, w_type, K: int | None = None, n_ids: int | None = None, **overrides):
+    """The get_rows pipeline for a weight type; with K and n_ids, tuned values for that class."""
+    cls = shape_class(K, n_ids) if K is not None and n_ids is not None else None
+    return KERNEL.pipeline(device, type_name(w_type), shape_class=cls, **overrides)
 
 
 def dispatch(

@@ -10,10 +10,7 @@ from . import Case, Workload, compare, is_cpu
 PRIORITY = 70  # lower is tuned first (a budget goes to what matters most)
 
 
-def shape_class(n: int) -> str:
-    """Tuning class of an axpy over n elements: n rounded up to a power of two.
-    (pipelines/axpy.py has no shape_class(); callers should use this one.)"""
-    return f"n{1 << max(0, int(n) - 1).bit_length()}"
+shape_class = fam.shape_class
 
 
 class AxpyCase(Case):

@@ -15,11 +15,7 @@ TOL = 1e-5  # tests/kernels/test_conv1d.py
 D_CONV = 4
 
 
-def shape_class(channels: int, tokens: int) -> str:
-    """Tuning class of a conv1d step: channels and the token bucket (1 decode, 8 verify,
-    512 prefill)."""
-    t = 1 if tokens <= 1 else 8 if tokens <= 8 else 512
-    return f"c{channels}-t{t}"
+shape_class = fam.shape_class
 
 
 class Conv1dCase(Case):

@@ -1,5 +1,4 @@
-"""get_rows: the embedding lookup of one decode token (and a prefill chunk) per weight type.
-pipelines/get_rows.py has no shape_class(); callers should use this one."""
+"""get_rows: the embedding lookup of one decode token (and a prefill chunk) per weight type."""
 
 from __future__ import annotations
 
@@ -13,11 +12,7 @@ from . import Case, Workload, compare, is_cpu
 PRIORITY = 60  # lower is tuned first (a budget goes to what matters most)
 
 
-def shape_class(K: int, n_ids: int) -> str:
-    """Row length (power-of-two bucket) and the id-count bucket: 1 (decode), 8 (verify),
-    512 (prefill)."""
-    n = 1 if n_ids <= 1 else 8 if n_ids <= 8 else 512
-    return f"k{mv._pow2_bucket(K)}-n{n}"
+shape_class = fam.shape_class
 
 
 class GetRowsCase(Case):
