@@ -205,3 +205,28 @@ def test_evicted_pipeline_is_rebuilt_and_still_correct(device, rng):
     got = ops.axpy(x, 2.0, np.zeros_like(x), WG=128)
     np.testing.assert_array_equal(got, np.float32(2.0) * x)
     assert len(device.pipelines) == before
+
+
+def test_binding_of_unpadded_tensor_reads_its_last_weights(device, rng):
+    """A Q8_0 tensor of 37 rows x 34 bytes is 1258 bytes: not a whole number of 32-bit words.
+    Bound at its exact size, the last row must still be read correctly (descriptor ranges are
+    rounded up inside the allocation)."""
+    from vkinfer.gguf import quants
+    from vkinfer.pipelines import mul_mat_vec as mv
+
+    rows, K = 37, 32
+    w = quants.random_blocks("q8_0", rows, K, rng)
+    x = rng.standard_normal((1, K)).astype(np.float32)
+    bw = device.memory.alloc(w.nbytes)  # exact size, 1258 bytes
+    assert w.nbytes % 4 != 0
+    bw.write(w)
+    bx, by = device.memory.alloc(x.nbytes), device.memory.alloc(4 * rows)
+    bx.write(x)
+    kp = mv.pipeline(device, "q8_0", 1, rows, K)
+    with one_shot(device) as rec:
+        mv.dispatch(rec, kp, bw, bx, by, rows, K, w.shape[1])
+    ref = quants.dequantize(w, "q8_0").astype(np.float64) @ x[0].astype(np.float64)
+    got = by.read(np.float32)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5 * np.abs(ref).max())
+    for b in (bw, bx, by):
+        b.free()

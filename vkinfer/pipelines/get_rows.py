@@ -80,9 +80,9 @@ def dispatch(
     out_stride = K if out_stride is None else out_stride
     if out_stride % 4:
         raise ContractError(f"get_rows: out_stride={out_stride} must be a multiple of 4")
-    if w.size < -(-rows * row_bytes // 4) * 4:
+    if w.bound_bytes < -(-rows * row_bytes // 4) * 4:
         raise ContractError(
-            f"get_rows: the weight binding is {w.size} bytes; it must cover "
+            f"get_rows: the weight binding is {w.bound_bytes} bytes; it must cover "
             f"rows * row_bytes = {rows * row_bytes} rounded up to 4"
         )
     t = quants.parse_type(kp.variant)

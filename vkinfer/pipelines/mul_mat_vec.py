@@ -256,9 +256,9 @@ def dispatch(
     y_stride = rows if y_stride is None else y_stride
     if x_stride % 4:
         raise ContractError(f"mul_mat_vec: x_stride={x_stride} must be a multiple of 4")
-    if w.size < -(-rows * row_bytes // 4) * 4:
+    if w.bound_bytes < -(-rows * row_bytes // 4) * 4:
         raise ContractError(
-            f"mul_mat_vec: the weight binding is {w.size} bytes; it must cover "
+            f"mul_mat_vec: the weight binding is {w.bound_bytes} bytes; it must cover "
             f"rows * row_bytes = {rows * row_bytes} rounded up to 4 (the shader "
             "reads whole words)"
         )

@@ -87,6 +87,10 @@ class Buffer:
         return self.block.buffer
 
     @property
+    def bound_bytes(self) -> int:
+        return bound_bytes(self)
+
+    @property
     def host(self) -> np.ndarray | None:
         if self.block.host is None:
             return None
@@ -120,6 +124,13 @@ class Buffer:
         return out if shape is None else out.reshape(shape)
 
     def range(self, offset: int, size: int) -> BufferRange:
+        if offset < 0 or size < 0 or offset + size > self.size:
+            raise ValueError(f"range [{offset}, {offset + size}) outside a buffer of {self.size} "
+                             "bytes")
+        align = self.block.mm.info.min_storage_buffer_offset_alignment
+        if (self.offset + offset) % align:
+            raise ValueError(f"a bound range must start at a multiple of {align} bytes "
+                             f"(minStorageBufferOffsetAlignment); got offset {offset}")
         return BufferRange(self, offset, size)
 
     def free(self):
@@ -146,6 +157,17 @@ class BufferRange:
     @property
     def offset(self):
         return self.buf.offset + self.rel
+
+    @property
+    def bound_bytes(self) -> int:
+        return bound_bytes(self)
+
+
+def bound_bytes(r) -> int:
+    """Bytes a descriptor for `r` covers: its size rounded up to 16 within its block, because
+    shaders read whole 32-bit words (and 16-byte vectors) and quant blocks of 18 or 34 bytes
+    end mid-word; a range ending mid-word reads zeros on some drivers."""
+    return min((max(r.size, 4) + 15) & ~15, r.block.size - r.offset)
 
 
 class MemoryManager:

@@ -210,7 +210,7 @@ class DescriptorAllocator:
         infos = ffi.new("VkDescriptorBufferInfo[]", n)
         writes = ffi.new("VkWriteDescriptorSet[]", n)
         for i, r in enumerate(ranges):
-            infos[i].buffer, infos[i].offset, infos[i].range = r.handle, r.offset, max(r.size, 4)
+            infos[i].buffer, infos[i].offset, infos[i].range = r.handle, r.offset, r.bound_bytes
             w = writes[i]
             w.sType = vk.VK_STRUCTURE_TYPE_WRITE_DESCRIPTOR_SET
             w.dstSet, w.dstBinding, w.descriptorCount = ds, i, 1
