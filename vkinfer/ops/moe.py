@@ -46,7 +46,9 @@ def moe_route(
         bl = t.upload(lg)
         bb = None if bias is None else t.upload(np.asarray(bias, np.float32).reshape(n_expert))
         bi, bw = t.empty(T * k * 4), t.empty(T * k * 4)
-        kp = route_k.pipeline(dev, route_k.variant_for(dev.info, gating, subgroup), **spec)
+        sc = route_k.shape_class(n_expert, k)
+        kp = route_k.pipeline(dev, route_k.variant_for(dev.info, gating, subgroup, sc),
+                              shape_class=sc, **spec)
         run(
             dev,
             lambda rec: route_k.dispatch(

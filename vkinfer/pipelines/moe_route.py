@@ -121,13 +121,21 @@ def has_subgroup_arithmetic(info) -> bool:
     return "arithmetic" in getattr(info, "subgroup_ops", ()) and "basic" in info.subgroup_ops
 
 
-def variant_for(info, gating: str, subgroup: bool | None = None) -> str:
-    """The route variant for `gating` ('softmax' | 'sigmoid'): the subgroup form when the device
-    has subgroup arithmetic (or when `subgroup` forces it), else the shared-memory form."""
+def variant_for(info, gating: str, subgroup: bool | None = None,
+                shape_class: str | None = None) -> str:
+    """The route variant for `gating` ('softmax' | 'sigmoid'): forced by `subgroup`; else the
+    faster of the two in the tuning database for `shape_class` (they pick identically); else the
+    subgroup form when the device has subgroup arithmetic, the shared-memory form otherwise."""
     require(gating in GATINGS, f"moe_route: gating must be one of {GATINGS}, got {gating!r}")
-    if subgroup is None:
-        subgroup = has_subgroup_arithmetic(info)
-    return gating if subgroup else f"{gating}_shmem"
+    if subgroup is not None:
+        return gating if subgroup else f"{gating}_shmem"
+    default = gating if has_subgroup_arithmetic(info) else f"{gating}_shmem"
+    if shape_class is None:
+        return default
+    from .. import tuning
+
+    return tuning.best_variant(info, ROUTE_KERNEL, shape_class, (gating, f"{gating}_shmem"),
+                               default=default)
 
 
 def pipeline(device, variant: str, shape_class: str | None = None, **overrides):

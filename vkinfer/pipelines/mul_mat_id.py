@@ -175,16 +175,22 @@ def shape_class(
     return f"s{n_slots}{'w' if weighted else ''}{g}-r{_pow2(rows)}-k{_pow2(K)}"
 
 
-def variant_for(info, w_type, reduce: str | None = None) -> str:
-    """The subgroup variant of a type when the device can run it, else the shared-memory one."""
+def variant_for(info, w_type, reduce: str | None = None, shape_class: str | None = None) -> str:
+    """The reduction variant of a type: forced by `reduce` ('subgroup' | 'shmem'); else the
+    faster one in the tuning database for `shape_class` (same bits either way); else the subgroup
+    variant when the device can run it, the shared-memory one otherwise."""
     n = type_name(w_type)
     if reduce == "shmem":
         return f"{n}_shmem"
     if reduce == "subgroup":
         return n
-    if n in KERNEL.supported_variants(info) and info.min_subgroup_size >= LANES:
-        return n
-    return f"{n}_shmem"
+    default = n if n in KERNEL.supported_variants(info) and info.min_subgroup_size >= LANES \
+        else f"{n}_shmem"
+    if shape_class is None:
+        return default
+    from .. import tuning
+
+    return tuning.best_variant(info, KERNEL, shape_class, (n, f"{n}_shmem"), default=default)
 
 
 def pipeline(
@@ -207,12 +213,12 @@ def pipeline(
     and `reduce` is not forced."""
     from ..errors import ContractError
 
-    variant = variant_for(device.info, w_type, reduce)
     sc = (
         shape_class(rows, K, n_slots, weighted, cols if grouped else 0)
         if None not in (rows, K, n_slots)
         else None
     )
+    variant = variant_for(device.info, w_type, reduce, sc)
     ov = {
         **overrides,
         "WEIGHTED": bool(weighted),
