@@ -18,7 +18,6 @@ vkCmdCopyBuffer measurement made here. Markdown on stdout, progress on stderr.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 import time
@@ -30,65 +29,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from vkinfer.pipelines import gated_delta_net as kg
-from vkinfer.vk.commands import Recorder, TimestampPool
 from vkinfer.vk.device import get_device
-from vkinfer.vk.sync import Fence, submit
+
+from benchlib import gpu_time_ns, log, stream_gbps  # noqa: E402
 
 # (name, H_v, H_k, S) from shared/reference/shapes.md
 SHAPES = {"27b": ("Qwen3.6-27B", 48, 16, 128), "35b": ("Qwen3.6-35B-A3B", 32, 16, 128)}
 
 
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
-
-
 def _timed(device, record, reps: int) -> float:
-    """GPU ns per repetition of `record(rec)`, measured between two timestamps."""
-    pool = TimestampPool(device, 2)
-    rec, fence = Recorder(device), Fence(device)
-    try:
-        for warm in (True, False):
-            rec.begin(one_time=True)
-            rec.reset_queries(pool)
-            rec.timestamp(pool, 0)
-            for _ in range(1 if warm else reps):
-                record(rec)
-            rec.timestamp(pool, 1)
-            rec.end()
-            fence.reset()
-            submit(device, [rec.cb], fence)
-            fence.wait()
-        return pool.elapsed_ns() / reps
-    finally:
-        pool.destroy()
-        fence.destroy()
-
-
-def stream_gbps(device, args) -> tuple[float, str]:
-    if args.stream_gbps:
-        return args.stream_gbps, "--stream-gbps"
-    path = ROOT / "tools" / "bench_device.py"
-    if path.exists():
-        spec = importlib.util.spec_from_file_location("bench_device", path)
-        mod = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(mod)
-            for name in ("measure_stream_bandwidth", "stream_gbps", "measure_stream"):
-                fn = getattr(mod, name, None)
-                if callable(fn):
-                    v = fn(device)
-                    v = v.get("gbps", v.get("stream_gbps")) if isinstance(v, dict) else v
-                    return float(v), f"tools/bench_device.py:{name}"
-        except Exception as e:  # noqa: BLE001 - fall back to our own copy measurement
-            log(f"tools/bench_device.py unusable ({e}); measuring a buffer copy instead")
-    n = args.copy_mib << 20
-    a, b = device.memory.alloc(n), device.memory.alloc(n)
-    try:
-        ns = _timed(device, lambda rec: rec.copy(a, b, n), max(2, args.reps // 20))
-    finally:
-        a.free()
-        b.free()
-    return 2 * n / ns, f"vkCmdCopyBuffer {args.copy_mib} MiB (read+write)"
+    return gpu_time_ns(device, lambda rec, i: record(rec), reps)
 
 
 class Setup:

@@ -34,9 +34,7 @@ measure_stream_bandwidth(dev). Markdown on stdout, progress on stderr.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -48,33 +46,13 @@ sys.path.insert(0, str(ROOT))
 from vkinfer.gguf import quants
 from vkinfer.pipelines import moe_route
 from vkinfer.pipelines import mul_mat_id as km
-from vkinfer.vk.commands import Recorder, TimestampPool
 from vkinfer.vk.device import get_device
+
+from benchlib import gpu_time_ns, log, stream_gbps  # noqa: E402
 from vkinfer.vk.memory import align_up
-from vkinfer.vk.sync import Fence, submit
 
 # Qwen3.6-35B-A3B (shared/reference/shapes.md)
 HIDDEN, EXPERT_FF, N_EXPERT, K_USED = 2048, 512, 256, 8
-
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
-
-
-def stream_gbps(dev, args) -> tuple[float | None, str]:
-    if args.stream_gbps:
-        return args.stream_gbps, "--stream-gbps"
-    path = ROOT / "tools" / "bench_device.py"
-    try:
-        spec = importlib.util.spec_from_file_location("bench_device", path)
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        log("measuring stream-read bandwidth (tools/bench_device.py) ...")
-        res = mod.measure_stream_bandwidth(dev, args.stream_mib << 20)
-        return float(res["gbps"]), "tools/bench_device.py measure_stream_bandwidth"
-    except Exception as e:  # noqa: BLE001 - report without a fraction rather than fail
-        log(f"no stream bandwidth ({e}); pass --stream-gbps for the fraction column")
-        return None, "none"
 
 
 def routings(rng, n: int, T: int, k: int, n_expert: int, overlap: float) -> np.ndarray:
@@ -95,28 +73,8 @@ def routings(rng, n: int, T: int, k: int, n_expert: int, overlap: float) -> np.n
 
 
 def timed(dev, record, reps: int, repeat: int = 3) -> float:
-    """Median GPU ns per dispatch of `record(rec, i)` for i < reps, between two timestamps."""
-    pool = TimestampPool(dev, 2)
-    rec, fence = Recorder(dev), Fence(dev)
-    times = []
-    try:
-        for it in range(repeat + 1):  # the first run warms caches and the shader JIT
-            rec.begin(one_time=True)
-            rec.reset_queries(pool)
-            rec.timestamp(pool, 0)
-            for i in range(reps if it else 1):
-                record(rec, i)
-            rec.timestamp(pool, 1)
-            rec.end()
-            fence.reset()
-            submit(dev, [rec.cb], fence)
-            fence.wait()
-            if it:
-                times.append(pool.elapsed_ns() / reps)
-        return statistics.median(times)
-    finally:
-        pool.destroy()
-        fence.destroy()
+    """Median GPU ns per dispatch of `record(rec, i)` for i < reps."""
+    return gpu_time_ns(dev, record, reps, repeat=repeat, warmup_reps=1)
 
 
 class Experts:
