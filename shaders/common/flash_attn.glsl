@@ -1,5 +1,5 @@
 // Shared by flash_attn.comp and flash_attn_reduce.comp: the masked-score sentinel, the logit
-// softcap, a query row's valid KV range, and the chunk fold. The fold is written once here so the
+// softcap, a query row's valid KV range, its chunk size, and the chunk fold. The fold is written once here so the
 // one-pass (direct) path and the split-K reduce pass do bit-identical arithmetic (R5).
 
 // Masked score. A finite sentinel (-FLT_MAX) instead of -inf: no inf - inf anywhere. Real scores
@@ -36,11 +36,26 @@ ivec2 fa_row_range(int qpos, int kv_len, uint window) {
     return ivec2(first, last);
 }
 
-// Fold one chunk's partial softmax state (m_k: max score, l_k: sum of exp) into the running
-// (M, L). Outputs a (scale of the old accumulator) and b (scale of the chunk's O). b == 0 means
-// "no change" (an empty chunk, or one whose weight underflows): callers then leave O untouched,
-// which keeps empty chunks exact no-ops. Chunks are folded in increasing order.
-void fa_fold(inout float M, inout float L, float m_k, float l_k, out float a, out float b) {
+// Chunk size of a row whose valid positions end at n - 1: the smallest power-of-two multiple of
+// cmin giving at most nch chunks, capped at cmax. A function of the row's own position only (not
+// of kv_len), so decode, verify and prefill cut a row the same way (R5); many small chunks at
+// short context (parallelism), few large ones at long context (partial-result traffic).
+// Mirrored by pipelines/flash_attn.chunk_size.
+uint fa_chunk(int n, uint cmin, uint cmax, uint nch) {
+    uint want = (uint(max(n, 1)) + nch - 1u) / nch;
+    uint c = cmin;
+    while (c < want && c < cmax) {
+        c <<= 1u;
+    }
+    return c;
+}
+
+// Scales of folding a chunk whose max score is m_k into a running max M: a for the old
+// accumulator, b for the chunk. b == 0 means "no change" (an empty chunk, or one whose weight
+// underflows); the running max after the fold is max(M, m_k) either way (b == 0 implies
+// m_k < M), so the sequence of running maxima is a prefix max and the scales of all chunks can
+// be computed in parallel (flash_attn_reduce.comp).
+void fa_fold_ab(float M, float m_k, out float a, out float b) {
     a = 1.0;
     b = 0.0;
     if (m_k == FA_NEG) {
@@ -51,11 +66,23 @@ void fa_fold(inout float M, inout float L, float m_k, float l_k, out float a, ou
     b = (m_k == Mn) ? 1.0 : exp(m_k - Mn);
     if (b == 0.0) {
         a = 1.0;
-        return;
     }
-    precise float Ln = fma(l_k, b, L * a);
-    L = Ln;
-    M = Mn;
+}
+
+// L <- L * a + l_k * b (one rounding for the product-sum; skipped when b == 0).
+float fa_fold_l(float L, float l_k, float a, float b) {
+    precise float Ln = b != 0.0 ? fma(l_k, b, L * a) : L;
+    return Ln;
+}
+
+// Fold one chunk's partial softmax state (m_k: max score, l_k: sum of exp) into the running
+// (M, L). Outputs a (scale of the old accumulator) and b (scale of the chunk's O). b == 0 means
+// "no change": callers then leave O untouched, which keeps empty chunks exact no-ops. Chunks
+// are folded in increasing order.
+void fa_fold(inout float M, inout float L, float m_k, float l_k, out float a, out float b) {
+    fa_fold_ab(M, m_k, a, b);
+    L = fa_fold_l(L, l_k, a, b);
+    M = max(M, m_k);
 }
 
 // O <- O * a + O_k * b, one rounding for the product-sum, no contraction freedom.
@@ -64,8 +91,11 @@ float fa_fold_o(float o, float o_k, float a, float b) {
     return r;
 }
 
-// Final normalisation; rows with no valid key (empty range) give 0.
+// Final normalisation; rows with no valid key (empty range) give 0. A zero result is written as
+// +0 (integer ops, which no compiler folds away): masked columns add fma(0, v, O), which may flip
+// the sign of a zero O, so the sign of a zero is not part of the result.
 float fa_finish(float o, float L) {
     precise float r = L > 0.0 ? o / L : 0.0;
-    return r;
+    uint u = floatBitsToUint(r);
+    return uintBitsToFloat((u & 0x7fffffffu) == 0u ? 0u : u);
 }

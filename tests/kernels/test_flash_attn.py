@@ -1,8 +1,8 @@
 """flash_attn.comp (+ flash_attn_reduce.comp) against pipelines/flash_attn.reference on lavapipe:
 head dims 32/64/128/256, GQA ratios 1/2/4/6, KV lengths 1..257, 1/3/16 query tokens (split-K
 decode/verify) and ~40-token prefill (one pass), F16 and Q8_0 caches, sliding window, softcap,
-several splits, a graph recorded once and replayed at growing KV lengths (R3), and bit-exact
-batch invariance (R5).
+several splits, rows whose chunk sizes differ in one dispatch, a graph recorded once and replayed
+at growing KV lengths (R3), and bit-exact batch invariance (R5).
 
 Tolerance: |got - ref| <= 1e-5 * max|V| + 1e-5 * |ref|. The reference is float64 attention on
 the very values the cache holds (f16 -> f32 is exact, Q8_0 is dequantized exactly as the shader
@@ -145,6 +145,32 @@ def test_many_splits(rng):
     _check(got, _ref(q, kc, vc, pos, 257, "f16", window=65), vc, "f16")
 
 
+def test_reduce_in_batches(device, rng):
+    # 19 chunks of 32 folded by a reduce of WG 16 (two batches of the prefix-max scan) give the
+    # bits of the default single-batch reduce
+    from vkinfer.ops._base import op_session, run
+
+    q, kc, vc = _data(rng, 2, 4, 2, 64, 600, "f16")
+    pos = np.array([598, 599], np.int32)
+    kp, kr64 = fa.pipelines(device, 64, "f16", split=True, group=2, rows=4, CHUNK=32,
+                            CHUNK_MAX=32)
+    kr16 = fa.reduce_pipeline(device, kp, wg=16)
+    assert fa.n_chunks(kp, 600) == 19 and kr16.spec["WG"] == 16
+    outs = []
+    with op_session(device) as (dev, t):
+        bq, bk, bv = t.upload(q), t.upload(kc), t.upload(vc)
+        bpos, blens = t.upload(pos), t.upload(np.array([600, 2], np.int32))
+        po, pm = (t.empty(n) for n in fa.partial_nbytes(kp, 2, 4, 600))
+        for kr in (kr64, kr16):
+            bout = t.empty(2 * 4 * 64 * 4, fill=0)
+            run(dev, lambda rec, kr=kr, bout=bout: fa.dispatch(
+                rec, kp, kr, bq, bk, bv, bpos, blens, bout, po, pm, n_q_max=2, n_head=4,
+                n_head_kv=2, kv_len_max=600))
+            outs.append(bout.read(np.float32, (2, 4, 64)))
+    np.testing.assert_array_equal(_bits(outs[0]), _bits(outs[1]))
+    _check(outs[1], _ref(q, kc, vc, pos, 600, "f16"), vc, "f16")
+
+
 def test_positions_not_at_the_end(rng):
     # queries earlier than the cache end (a replayed verify step): the mask, not kv_len, decides
     q, kc, vc = _data(rng, 3, 2, 1, 64, 90, "q8_0")
@@ -175,15 +201,19 @@ def test_batch_invariance_bits(rng, kv_type):
     variants = [
         flash_attn(q, kc, vc, pos, p0 + 17, mode="direct", BR=16, **kw),
         flash_attn(q, kc, vc, pos, p0 + 17, mode="split", BR=4, **kw),
+        # tiles of any size: the butterfly then ends with plain (non-halving) steps
+        flash_attn(q, kc, vc, pos, p0 + 17, mode="split", BR=5, **kw),
+        flash_attn(q, kc, vc, pos, p0 + 17, mode="direct", BR=6, **kw),
+        flash_attn(q, kc, vc, pos, p0 + 17, mode="split", BR=3, PREFETCH=False, **kw),
         flash_attn(q, kc, vc, pos, p0 + 17, mode="split", reduce="shmem", **kw),
         flash_attn(q, kc, vc, pos, p0 + 17, mode="split", n_q_max=24, **kw),
+        # other thread mappings of the P V phase and of the score phase's column groups
+        flash_attn(q, kc, vc, pos, p0 + 17, mode="split", VE=8, **kw),
+        flash_attn(q, kc, vc, pos, p0 + 17, mode="direct" if kv_type == "f16" else "split",
+                   WG=128, **kw),
     ]
     if kv_type == "f16":  # the largest tile once (slow to compile on lavapipe)
         variants.append(flash_attn(q, kc, vc, pos, p0 + 17, mode="split", BR=32, **kw))
-    # the V-prefetch path (on for GPUs, off by default on CPU devices, where it is slow to
-    # compile): split mode with F16, direct mode with Q8_0
-    mode = "split" if kv_type == "f16" else "direct"
-    variants.append(flash_attn(q, kc, vc, pos, p0 + 17, mode=mode, PREFETCH_V=True, **kw))
     for v in variants:
         np.testing.assert_array_equal(_bits(v), _bits(with16))
     _check(with16, _ref(q, kc, vc, pos, p0 + 17, kv_type), vc, kv_type)
@@ -199,6 +229,29 @@ def test_batch_invariance_with_window(rng):
         np.testing.assert_array_equal(_bits(one), _bits(many[i:i + 1]))
     pre = flash_attn(q, kc, vc, pos, 166, mode="direct", **kw)
     np.testing.assert_array_equal(_bits(pre), _bits(many))
+
+
+@pytest.mark.parametrize("kv_type", fa.KV_TYPES)
+def test_rows_of_different_chunk_sizes(rng, kv_type):
+    """Chunk size follows each row's own position (CHUNK 32, at most NCHUNK = 2 chunks): rows at
+    positions 60..67 use chunks of 32 up to position 63 and of 64 from 64 on. Verify rows, one
+    row alone, a longer cache and prefill all give the same bits."""
+    kw = {"CHUNK": 32, "NCHUNK": 2, "CHUNK_MAX": 128}
+    q, kc, vc = _data(rng, 8, 4, 2, 64, 140, kv_type)
+    pos = np.arange(60, 68)
+    many = flash_attn(q, kc, vc, pos, 68, mode="split", **kw)
+    for i in (0, 3, 4, 7):
+        one = flash_attn(q[i:i + 1], kc, vc, pos[i:i + 1], pos[i] + 1, mode="split", **kw)
+        np.testing.assert_array_equal(_bits(one), _bits(many[i:i + 1]))
+    np.testing.assert_array_equal(
+        _bits(flash_attn(q, kc, vc, pos, 140, mode="split", **kw)), _bits(many))
+    np.testing.assert_array_equal(
+        _bits(flash_attn(q, kc, vc, pos, 68, mode="direct", **kw)), _bits(many))
+    _check(many, _ref(q, kc, vc, pos, 68, kv_type), vc, kv_type)
+    kp = fa.pipelines(_device(), 64, kv_type, **kw)[0]
+    assert [fa.chunk_size(kp.spec, n) for n in (1, 64, 65, 128, 129, 1000)] == \
+        [32, 32, 64, 64, 128, 128]
+    assert fa.n_chunks(kp, 140) == 2 and fa.n_chunks(kp, 300) == 3
 
 
 # --- record once, replay (R3) ---------------------------------------------------------------------
@@ -228,8 +281,9 @@ def test_recorded_decode_steps(device, rng, kv_type):
     bq = mem.alloc(n_q_max * n_head * hd * 4)
     bkn, bvn = mem.alloc(n_q_max * n_kv * hd * 4), mem.alloc(n_q_max * n_kv * hd * 4)
     bout = mem.alloc(n_q_max * n_head * hd * 4)
+    kw = {"CHUNK": 32, "NCHUNK": 2}  # chunks of 32 up to position 63, then of 64
     kp, kr = fa.pipelines(device, hd, kv_type, split=True, group=n_head // n_kv,
-                          rows=n_q_max * n_head // n_kv, CHUNK=32)
+                          rows=n_q_max * n_head // n_kv, **kw)
     po, pm = (mem.alloc(n) for n in fa.partial_nbytes(kp, n_q_max, n_head, kv_max))
     kps = ks.KERNEL.pipeline(device, kv_type)
     lens, qpos = g.step.range(0, 8), g.step.range(align, 4 * n_q_max)
@@ -260,7 +314,7 @@ def test_recorded_decode_steps(device, rng, kv_type):
                                       kc_ref.view(np.uint8).reshape(-1))
         _check(got, _ref(q, kc_ref, vc_ref, pos, kv_len, kv_type), vc_ref, kv_type)
         if kv_len in (3, 33, 64):  # the one-shot op gives the same bits
-            one = flash_attn(q, kc_ref, vc_ref, pos, kv_len, mode="split", CHUNK=32)
+            one = flash_attn(q, kc_ref, vc_ref, pos, kv_len, mode="split", **kw)
             np.testing.assert_array_equal(_bits(one), _bits(got))
     assert kv_len > 64
     for b in (bk, bv, bq, bkn, bvn, bout, po, pm):
@@ -292,13 +346,15 @@ def test_variants_and_contract(device):
     info = device.info
     assert set(fa.FLASH.supported_variants(info)) == {"f16", "q8_0", "f16_shmem", "q8_0_shmem"}
     no_shuffle = dataclasses.replace(info, subgroup_ops=["basic"])
-    vals = {"WG": 64, "HD": 64, "BR": 8, "BC": 32, "CHUNK": 256, "DL": 4, "SPLIT": True}
+    vals = {"WG": 64, "HD": 64, "BR": 8, "BC": 32, "CHUNK": 256, "DL": 4, "SPLIT": True,
+            "VE": 4, "CHUNK_MAX": 512, "NCHUNK": 128}
     with pytest.raises(DeviceFeatureError):
         fa.FLASH.check_variant("f16", vals, no_shuffle)
     fa.FLASH.check_variant("f16_shmem", vals, no_shuffle)
     assert fa.variant_for(no_shuffle, "q8_0") == "q8_0_shmem"
     bad = [{"WG": 48}, {"HD": 72}, {"DL": 3}, {"DL": 64}, {"BC": 16, "DL": 2},
-           {"CHUNK": 48}, {"BR": 128}, {"BR": 32, "HD": 256, "WG": 64, "BC": 64}]
+           {"CHUNK": 48}, {"CHUNK_MAX": 128}, {"NCHUNK": 0}, {"VE": 2}, {"VE": 8, "WG": 4},
+           {"BR": 128}, {"BR": 0}, {"BR": 32, "HD": 256, "WG": 64, "BC": 64}]
     for b in bad:
         with pytest.raises(ContractError):
             fa.FLASH.check_variant("f16", {**vals, **b}, info)

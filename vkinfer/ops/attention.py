@@ -46,7 +46,8 @@ def flash_attn(q, k_cache, v_cache, q_pos, kv_len: int | None = None, scale: flo
     mode: "split" (split-K + reduce; decode/verify), "direct" (one pass; prefill) or "auto"
     (split up to 16 tokens). n_q_max sizes the grid (>= n_q; the extra rows exit early).
     reduce: "subgroup"/"shmem" forces the lane-reduction variant. **spec: specialization
-    overrides (BR, BC, CHUNK, DL, WG)."""
+    overrides (WG, BR, VE, PREFETCH; the numerics: BC, DL and the chunk rule CHUNK, CHUNK_MAX,
+    NCHUNK)."""
     q = np.ascontiguousarray(q, np.float32)
     n_q, n_head, hd = q.shape
     kc, kv_type = as_cache(k_cache, kv_type, hd)

@@ -12,18 +12,21 @@ Layouts (owner of the convention):
     step (R3); push constants only hold maxima and per-layer constants.
 
 Two modes of the same shader (spec constant SPLIT):
-  * split (decode, verify: 1..16 tokens): one workgroup per (KV chunk, row tile, KV head) writes
-    (m, l, unnormalised O) per chunk; flash_attn_reduce folds them. Fills a GPU at long context.
+  * split (decode, verify: 1..16 tokens): one workgroup per (KV span, row tile, KV head) writes
+    (m, l, unnormalised O) per chunk; flash_attn_reduce folds them. Fills a GPU at any context.
   * direct (prefill): each workgroup walks its chunks and folds them in registers.
 
-The split rule: chunks are fixed ranges of CHUNK absolute KV positions, so the number of chunks
-is ceil(kv_len / CHUNK), a function of the KV length only. Chunks are folded in order with the
-same code in both modes. Every masked score is an exact no-op, so a row's bits depend only on
-its own query, its own valid KV range and the cache (R5): not on how many rows share the
-dispatch, not on BR/WG/SPLIT, not on kv_len beyond its position. Decode of the token at
-position p (kv_len = p + 1), verify of p..p+K (kv_len = p + K + 1) and prefill give the same
-bits for that token, provided the pipelines share the numerics-defining constants
-NUMERIC_SPEC = (HD, BC, CHUNK, DL); `pipelines()` enforces that.
+The split rule: a row whose valid positions end at n - 1 cuts the KV positions into chunks of
+chunk_size(n) absolute positions (the smallest power-of-two multiple of CHUNK giving at most
+NCHUNK chunks, capped at CHUNK_MAX): many small chunks at short context (parallelism), few large
+ones at long context (partial-result traffic). It is a function of the row's own position, not
+of kv_len or of the other rows. Chunks are folded in order with the same code in both modes.
+Every masked score is an exact no-op, so a row's bits depend only on its own query, its own
+valid KV range and the cache (R5): not on how many rows share the dispatch, not on
+BR/WG/VE/SPLIT, not on kv_len beyond its position. Decode of the token at position p
+(kv_len = p + 1), verify of p..p+K (kv_len = p + K + 1) and prefill give the same bits for that
+token, provided the pipelines share the numerics-defining constants NUMERIC_SPEC (HD, BC, CHUNK,
+CHUNK_MAX, NCHUNK, DL); `pipelines()` takes them from one tuning class per layer shape.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from ..gguf.quants import type_info
 from .kernel import Binding, Kernel, SpecConst, Variant, ceil_div, require
 
 KV_TYPES = ("f16", "q8_0")
-NUMERIC_SPEC = ("HD", "BC", "CHUNK", "DL")
+NUMERIC_SPEC = ("HD", "BC", "CHUNK", "CHUNK_MAX", "NCHUNK", "DL")
 MAX_SPLIT_ROWS = 16  # query tokens up to which ops/tests use split mode by default
 
 
@@ -68,54 +71,71 @@ def _pow2(x: int) -> bool:
     return x > 0 and x & (x - 1) == 0
 
 
-def shared_bytes(spec: dict, shmem_reduce: bool) -> int:
-    br, hd, bc, dl = spec["BR"], spec["HD"], spec["BC"], spec["DL"]
-    n = br * hd * 4 + br * bc * 4 + 5 * br * 4
-    if shmem_reduce:
-        n += br * bc * dl * 4
+def shared_bytes(spec: dict, variant: str) -> int:
+    """Shared memory of flash_attn.comp: staged K and V blocks, the query rows, the block's
+    scores, per-row state, and the exchange buffer of the shared-memory variant."""
+    br, hd, bc, wg = spec["BR"], spec["HD"], spec["BC"], spec["WG"]
+    if variant.startswith("q8_0"):
+        row = -(-(hd // 32 * 34) // 4) * 4
+    else:
+        row = hd * 2
+    n = 2 * bc * row + br * hd * 4 + br * bc * 4 + 6 * br * 4
+    if variant.endswith("_shmem"):
+        n += 2 * wg * 4
     return n
 
 
+def chunk_size(spec: dict, n: int) -> int:
+    """Chunk size of a row whose valid positions end at n - 1 (fa_chunk in
+    shaders/common/flash_attn.glsl): the smallest power-of-two multiple of CHUNK giving at most
+    NCHUNK chunks, capped at CHUNK_MAX."""
+    want = -(-max(int(n), 1) // spec["NCHUNK"])
+    c = spec["CHUNK"]
+    while c < want and c < spec["CHUNK_MAX"]:
+        c *= 2
+    return c
+
+
 def _contract(spec, info):
-    wg, hd, br, bc, chunk, dl = (spec[k] for k in ("WG", "HD", "BR", "BC", "CHUNK", "DL"))
+    wg, hd, br, bc, chunk, dl, ve = (spec[k] for k in ("WG", "HD", "BR", "BC", "CHUNK", "DL",
+                                                       "VE"))
+    cmax, nch = spec["CHUNK_MAX"], spec["NCHUNK"]
     require(wg > 0, "flash_attn: WG=0; use flash_attn.pipelines() (it derives WG from HD) "
                     "or pass WG")
-    require(wg <= info.max_workgroup_invocations and wg <= info.max_workgroup_size[0],
-            f"flash_attn: WG={wg} exceeds the device's workgroup limits")
-    require(hd > 0 and hd % wg == 0,
-            f"flash_attn: HD={hd} must be a multiple of WG={wg} (HD/WG outputs per thread)")
-    require(hd // wg <= 16, f"flash_attn: HD/WG={hd // wg} outputs per thread is too many")
-    require(_pow2(dl) and wg % dl == 0 and hd % (4 * dl) == 0,
-            f"flash_attn: DL={dl} must be a power of two dividing WG={wg} with HD % (4 DL) == 0")
-    ncg = wg // dl
-    require(bc % ncg == 0, f"flash_attn: BC={bc} must be a multiple of WG/DL={ncg} "
-                           "column groups")
-    require(chunk % bc == 0, f"flash_attn: CHUNK={chunk} must be a multiple of BC={bc}")
-    require(0 < br <= wg, f"flash_attn: BR={br} must be in 1..WG={wg}")
-    require(not spec.get("PREFETCH_V") or bc * hd // wg <= 128,
-            f"flash_attn: PREFETCH_V holds BC * HD / WG = {bc * hd // wg} > 128 values per thread")
+    require(_pow2(wg) and wg <= info.max_workgroup_invocations
+            and wg <= info.max_workgroup_size[0],
+            f"flash_attn: WG={wg} must be a power of two within the device's workgroup limits")
+    require(_pow2(dl) and wg % dl == 0 and hd % (8 * dl) == 0,
+            f"flash_attn: DL={dl} must be a power of two dividing WG={wg} with HD % (8 DL) == 0 "
+            f"(HD={hd})")
     require(dl <= info.min_subgroup_size,
             f"flash_attn: DL={dl} lanes must fit in a subgroup ({info.min_subgroup_size})")
-    need = shared_bytes(spec, False)
-    require(need <= info.max_compute_shared_memory,
-            f"flash_attn: {need} bytes of shared memory (BR={br}, HD={hd}, BC={bc}) exceed "
-            f"the device's {info.max_compute_shared_memory}")
+    ncg = wg // dl
+    require(_pow2(bc) and bc % ncg == 0 and bc % dl == 0,
+            f"flash_attn: BC={bc} must be a power of two, a multiple of WG/DL={ncg} column "
+            f"groups and of DL={dl}")
+    require(_pow2(chunk) and chunk % bc == 0 and _pow2(cmax) and cmax >= chunk,
+            f"flash_attn: CHUNK={chunk} and CHUNK_MAX={cmax} must be powers of two with "
+            f"BC={bc} <= CHUNK <= CHUNK_MAX")
+    require(nch >= 1, f"flash_attn: NCHUNK={nch} must be >= 1")
+    require(1 <= br <= wg, f"flash_attn: BR={br} must be in 1..WG={wg}")
+    require(ve in (4, 8) and hd % ve == 0 and wg % (hd // ve) == 0,
+            f"flash_attn: VE={ve} must be 4 or 8 with WG={wg} a multiple of HD/VE={hd // ve}")
 
 
 def _variant_contract(variant, spec, info):
-    if variant.endswith("_shmem"):
-        need = shared_bytes(spec, True)
-        require(need <= info.max_compute_shared_memory,
-                f"flash_attn/{variant}: {need} bytes of shared memory exceed the device's "
-                f"{info.max_compute_shared_memory}")
+    need = shared_bytes(spec, variant)
+    require(need <= info.max_compute_shared_memory,
+            f"flash_attn/{variant}: {need} bytes of shared memory (BR={spec['BR']}, "
+            f"HD={spec['HD']}, BC={spec['BC']}) exceed the device's "
+            f"{info.max_compute_shared_memory}")
     if variant.startswith("q8_0"):
         require(spec["HD"] % _q8_0().block_size == 0,
                 f"flash_attn/{variant}: HD={spec['HD']} must be a multiple of 32")
 
 
 def _dl_default(info) -> int:
-    # 8 lanes balance shared-memory reads of q (HD / 4 DL vec4 per row) against shuffle steps
-    # (log2 DL per score) at HD 128..256, WG 128.
+    # 8 lanes: 1 exchange per score per lane (transposed butterfly) against HD/8 products each.
     return max(1, min(8, info.min_subgroup_size))
 
 
@@ -134,19 +154,23 @@ FLASH = Kernel(
     push=np.dtype([("n_q_max", "<u4"), ("n_head", "<u4"), ("n_head_kv", "<u4"),
                    ("kv_len_max", "<u4"), ("n_chunks_max", "<u4"), ("window", "<u4"),
                    ("scale", "<f4"), ("softcap", "<f4")]),
-    spec=(SpecConst("WG", 0, 0, choices=(32, 64, 128, 256),
+    spec=(SpecConst("WG", 0, 0, choices=(64, 128, 256),
                     doc="workgroup size; 0 = derive min(HD, 128) in pipelines()"),
           SpecConst("HD", 1, 128, doc="head dim (shape, not tuned)"),
-          SpecConst("BR", 2, 8, choices=(1, 2, 4, 8, 16, 32), doc="query rows per workgroup"),
-          SpecConst("BC", 3, 32, choices=(16, 32, 64), doc="KV columns per block (numerics)"),
-          SpecConst("CHUNK", 4, 256, choices=(64, 128, 256, 512, 1024),
-                    doc="KV positions per split chunk (numerics)"),
-          SpecConst("DL", 5, _dl_default, choices=(4, 8, 16, 32),
+          SpecConst("BR", 2, 8, choices=(4, 6, 8, 12, 16), doc="query rows per workgroup"),
+          SpecConst("BC", 3, 32, choices=(16, 32), doc="KV columns per block (numerics)"),
+          SpecConst("CHUNK", 4, 32, choices=(32, 64, 128),
+                    doc="smallest chunk of KV positions (numerics)"),
+          SpecConst("DL", 5, _dl_default, choices=(4, 8),
                     doc="lanes per score dot product (numerics)"),
           SpecConst("SPLIT", 6, True, doc="write chunk partials for the reduce pass"),
-          SpecConst("PREFETCH_V", 7, False, choices=(False, True),
-                    doc="load a block's V before its scores; pipelines() turns it on for GPUs "
-                        "when (BC + BR) * HD / WG <= 96 registers")),
+          SpecConst("VE", 7, 4, choices=(4, 8), doc="output elements per thread in P V"),
+          SpecConst("CHUNK_MAX", 8, 512, choices=(256, 512, 1024),
+                    doc="largest chunk of KV positions (numerics)"),
+          SpecConst("NCHUNK", 9, 64, choices=(32, 64, 128),
+                    doc="chunks a row aims at (numerics)"),
+          SpecConst("PREFETCH", 10, True, choices=(False, True),
+                    doc="load the next block while computing the current one")),
     variants={
         "f16": Variant({}, requires=("storage16",)),
         "q8_0": Variant({"KV_Q8_0": 1}, requires=("storage16",)),
@@ -164,7 +188,8 @@ def _reduce_contract(spec, info):
     wg, hd = spec["WG"], spec["HD"]
     require(0 < wg <= info.max_workgroup_invocations and wg <= info.max_workgroup_size[0],
             f"flash_attn_reduce: WG={wg} exceeds the device's workgroup limits")
-    require(hd % wg == 0, f"flash_attn_reduce: HD={hd} must be a multiple of WG={wg}")
+    require(hd % wg == 0 and wg <= 64,
+            f"flash_attn_reduce: HD={hd} must be a multiple of WG={wg}, and WG <= 64")
 
 
 REDUCE = Kernel(
@@ -175,21 +200,26 @@ REDUCE = Kernel(
               Binding("out", "w", "float[n_q_max, n_head, HD]")),
     push=np.dtype([("n_q_max", "<u4"), ("n_head", "<u4"), ("n_chunks_max", "<u4"),
                    ("kv_len_max", "<u4"), ("window", "<u4")]),
-    spec=(SpecConst("WG", 0, 64, choices=(32, 64, 128, 256)),
+    spec=(SpecConst("WG", 0, 32, choices=(16, 32, 64),
+                    doc="elements per workgroup and chunks per batch"),
           SpecConst("HD", 1, 128, doc="head dim"),
-          SpecConst("CHUNK", 2, 256, doc="must equal flash_attn's CHUNK")),
+          SpecConst("CHUNK", 2, 32, doc="must equal flash_attn's CHUNK"),
+          SpecConst("CHUNK_MAX", 3, 512, doc="must equal flash_attn's CHUNK_MAX"),
+          SpecConst("NCHUNK", 4, 64, doc="must equal flash_attn's NCHUNK")),
     contract=_reduce_contract,
     doc="split-K reduce of flash_attn partials",
 )
 
 KERNELS = {"flash_attn": FLASH, "flash_attn_reduce": REDUCE}
+CHUNK_SPEC = ("CHUNK", "CHUNK_MAX", "NCHUNK")  # shared by the main and the reduce pipeline
 
 
 # --- host helpers ----------------------------------------------------------------------------
 
 def numerics_class(head_dim: int, group: int, kv_type: str) -> str:
-    """Tuning class of the numerics-defining constants (BC, CHUNK, DL): one per layer shape,
-    shared by every mode and token count so decode, verify and prefill agree bit for bit."""
+    """Tuning class of the numerics-defining constants (BC, CHUNK, CHUNK_MAX, NCHUNK, DL): one
+    per layer shape, shared by every mode and token count so decode, verify and prefill agree
+    bit for bit."""
     return f"hd{head_dim}-g{group}-{kv_type}"
 
 
@@ -198,8 +228,8 @@ def rows_bucket(rows: int) -> int:
 
 
 def shape_class(head_dim: int, group: int, kv_type: str, split: bool, rows: int = 8) -> str:
-    """Tuning class of WG and BR: layer shape, mode, rows per KV head (n_q * group) rounded
-    up to a power of two."""
+    """Tuning class of WG, BR and VE: layer shape, mode, rows per KV head (n_q * group)
+    rounded up to a power of two."""
     return (f"{numerics_class(head_dim, group, kv_type)}-{'split' if split else 'direct'}"
             f"-r{rows_bucket(rows)}")
 
@@ -228,14 +258,13 @@ def pipelines(device, head_dim: int, kv_type: str = "f16", split: bool = True, g
     """(main, reduce-or-None) pipelines for one layer shape and mode; `rows` = n_q_max * group
     (query rows per KV head) of the recording, used to pick BR.
 
-    Resolution: spec defaults < tuning database < overrides. BC, CHUNK and DL (they define the
-    numerics) come from numerics_class(), WG and BR from shape_class(), so every mode and token
-    count of a layer agrees bit for bit while WG/BR are tuned per mode. Untuned: WG =
-    auto_wg(head_dim); BR = the smallest power of two >= rows, at most 32 (split) or 16 (direct,
-    which keeps a second accumulator; 8 on CPU devices), lowered until the contract (shared
-    memory) holds; PREFETCH_V on for GPUs when (BC + BR) * HD / WG <= 96. On a ContractError
-    with the subgroup variant and no explicit `reduce`, falls back to the shared-memory
-    variant."""
+    Resolution: spec defaults < tuning database < overrides. The numerics constants
+    (NUMERIC_SPEC) come from numerics_class(), WG/BR/VE from shape_class(), so every mode and
+    token count of a layer agrees bit for bit while WG/BR/VE are tuned per mode. Untuned: WG =
+    auto_wg(head_dim); DL lowered until HD % (8 DL) == 0; BC = 32, halved while one row's tile
+    (BR = 1) does not fit in shared memory (both depend on the layer shape and device only); BR
+    = default_br() (balanced tiles of at most 16 rows). On a ContractError with the subgroup variant and no
+    explicit `reduce`, falls back to the shared-memory variant."""
     variant = variant_for(device.info, kv_type, reduce)
     rows = 8 if rows is None else max(1, int(rows))
     try:
@@ -247,6 +276,20 @@ def pipelines(device, head_dim: int, kv_type: str = "f16", split: bool = True, g
                           overrides)
 
 
+def _numerics_defaults(info, variant: str, vals: dict, fixed: set):
+    """DL and BC from the layer shape and device when neither tuned nor given."""
+    hd = vals["HD"]
+    if "DL" not in fixed:
+        while vals["DL"] > 1 and hd % (8 * vals["DL"]):
+            vals["DL"] //= 2
+    if "BC" not in fixed:
+        # the same BC for every shared-memory variant of a type: the bits must not change
+        kind = "q8_0" if variant.startswith("q8_0") else "f16"
+        while vals["BC"] > 8 and shared_bytes({**vals, "BR": 1}, kind + "_shmem") > \
+                info.max_compute_shared_memory:
+            vals["BC"] //= 2
+
+
 def _pipelines(device, variant, head_dim, kv_type, split, group, rows, overrides):
     from .. import tuning
 
@@ -255,7 +298,8 @@ def _pipelines(device, variant, head_dim, kv_type, split, group, rows, overrides
     tuned_num = tuning.lookup(info, FLASH, variant, numerics_class(head_dim, group, kv_type))
     tuned = tuning.lookup(info, FLASH, variant, sc) or {}
     vals = FLASH.defaults(info)
-    vals.update({k: v for k, v in (tuned_num or {}).items() if k in NUMERIC_SPEC})
+    num = {k: v for k, v in (tuned_num or {}).items() if k in NUMERIC_SPEC}
+    vals.update(num)
     vals.update({k: v for k, v in tuned.items() if k in vals and k not in NUMERIC_SPEC})
     unknown = set(overrides) - set(vals)
     if unknown:
@@ -264,33 +308,58 @@ def _pipelines(device, variant, head_dim, kv_type, split, group, rows, overrides
     vals["HD"], vals["SPLIT"] = head_dim, bool(split)
     if vals["WG"] == 0:
         vals["WG"] = auto_wg(head_dim)
+    _numerics_defaults(info, variant, vals, set(num) | set(overrides))
+    if "CHUNK" not in num and "CHUNK" not in overrides:
+        vals["CHUNK"] = max(vals["CHUNK"], vals["BC"])
     if "BR" not in overrides and "BR" not in tuned:
-        # CPU devices (lavapipe): small tiles, since compile time grows with the unrolled BR.
-        cap = 8 if info.type == "cpu" else (32 if split else 16)
-        br = min(cap, rows_bucket(rows), vals["WG"])
-        while br > 1:
-            try:
-                FLASH.check_variant(variant, {**vals, "BR": br}, info)
-                break
-            except ContractError:
-                br //= 2
-        vals["BR"] = br
-    if "PREFETCH_V" not in overrides and "PREFETCH_V" not in tuned:
-        vec = head_dim // vals["WG"]
-        vals["PREFETCH_V"] = info.type != "cpu" and (vals["BC"] + vals["BR"]) * vec <= 96
+        vals["BR"] = default_br(info, variant, vals, rows)
     kp = FLASH.pipeline(device, variant, **vals)
-    kr = None
-    if split:
-        rsc = f"hd{head_dim}"
-        rwg = (tuning.lookup(info, REDUCE, "default", rsc) or {}).get("WG") or min(64, head_dim)
-        while head_dim % rwg:
-            rwg //= 2
-        kr = REDUCE.pipeline(device, "default", WG=rwg, HD=head_dim, CHUNK=kp.spec["CHUNK"])
+    kr = reduce_pipeline(device, kp) if split else None
     return kp, kr
 
 
+def default_br(info, variant: str, vals: dict, rows: int) -> int:
+    """Untuned BR: the rows per KV head split into the fewest tiles of at most 16 rows (8 on
+    CPU devices, where compile time grows with the unrolled BR) that fit the contract (shared
+    memory), balanced: e.g. 24 rows with room for 13 -> 2 tiles of 12, 6 rows -> 1 tile of 6."""
+    cap = min(8 if info.type == "cpu" else 16, vals["WG"], max(1, int(rows)))
+    while cap > 1:
+        try:
+            FLASH.check_variant(variant, {**vals, "BR": cap}, info)
+            break
+        except ContractError:
+            cap -= 1
+    tiles = -(-max(1, int(rows)) // cap)
+    return -(-max(1, int(rows)) // tiles)
+
+
+def reduce_pipeline(device, kp, wg: int | None = None):
+    """flash_attn_reduce for the main pipeline `kp` (same HD and chunk rule); WG from the
+    tuning database ("hd<HD>") unless given."""
+    from .. import tuning
+
+    hd = kp.spec["HD"]
+    if wg is None:
+        wg = (tuning.lookup(device.info, REDUCE, "default", f"hd{hd}") or {}).get("WG") or \
+            min(REDUCE.defaults(device.info)["WG"], hd)
+    while hd % wg:
+        wg //= 2
+    return REDUCE.pipeline(device, "default", WG=wg, HD=hd,
+                           **{k: kp.spec[k] for k in CHUNK_SPEC})
+
+
 def n_chunks(kp, kv_len_max: int) -> int:
-    return ceil_div(max(kv_len_max, 1), kp.spec["CHUNK"])
+    """The most chunks a row of a cache of kv_len_max positions has (rows' chunk sizes follow
+    chunk_size()); also the most spans of a split dispatch. Within a run of equal chunk size
+    the count grows with n, so the maximum is at a run's end or at kv_len_max."""
+    s = kp.spec if hasattr(kp, "spec") else kp
+    n_max = max(int(kv_len_max), 1)
+    ends = {n_max}
+    c = s["CHUNK"]
+    while c < s["CHUNK_MAX"]:
+        ends.add(min(n_max, c * s["NCHUNK"]))
+        c *= 2
+    return max(-(-n // chunk_size(s, n)) for n in ends)
 
 
 def partial_nbytes(kp, n_q_max: int, n_head: int, kv_len_max: int) -> tuple[int, int]:
@@ -320,8 +389,9 @@ def dispatch(rec, kp, kr, q, k_cache, v_cache, q_pos, lens, out, part_o=None, pa
     split = bool(kp.spec["SPLIT"])
     require(split == (kr is not None), "flash_attn: split pipelines need the reduce pipeline "
                                        "(and direct ones none)")
-    require(kr is None or (kr.spec["CHUNK"], kr.spec["HD"]) == (kp.spec["CHUNK"], hd),
-            "flash_attn: the reduce pipeline's CHUNK and HD must equal the main pipeline's")
+    require(kr is None or all(kr.spec[k] == kp.spec[k] for k in CHUNK_SPEC + ("HD",)),
+            "flash_attn: the reduce pipeline's chunk rule and HD must equal the main "
+            "pipeline's")
     g = n_head // n_head_kv
     nch = n_chunks(kp, kv_len_max)
     scale = 1.0 / math.sqrt(hd) if scale is None else float(scale)
@@ -338,7 +408,8 @@ def dispatch(rec, kp, kr, q, k_cache, v_cache, q_pos, lens, out, part_o=None, pa
                   n_q_max=n_q_max, n_head=n_head, n_head_kv=n_head_kv, kv_len_max=kv_len_max,
                   n_chunks_max=nch, window=window, scale=scale, softcap=softcap)
     if split and passes in ("all", "reduce"):
-        kr.record(rec, [q_pos, lens, part_o, part_ml, out], (n_q_max * n_head,),
+        kr.record(rec, [q_pos, lens, part_o, part_ml, out],
+                  (n_q_max * n_head, hd // kr.spec["WG"]),
                   n_q_max=n_q_max, n_head=n_head, n_chunks_max=nch, kv_len_max=kv_len_max,
                   window=window)
 
@@ -412,11 +483,14 @@ __all__ = [
     "auto_wg",
     "cache_nbytes",
     "cache_row_bytes",
+    "chunk_size",
+    "default_br",
     "dispatch",
     "from_cache",
     "n_chunks",
     "partial_nbytes",
     "pipelines",
+    "reduce_pipeline",
     "reference",
     "shape_class",
     "to_cache",

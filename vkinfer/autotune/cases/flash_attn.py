@@ -1,11 +1,11 @@
 """flash_attn: attention over the KV cache, tuned in the three kinds of entry that
 `flash_attn.pipelines()` reads:
 
-1. numerics — numerics_class(head dim, group, cache type): BC, CHUNK, DL, the constants that
-   define the bits, shared by every mode and token count of a layer. Timed on decode (split-K,
+1. numerics — numerics_class(head dim, group, cache type): BC, CHUNK, CHUNK_MAX, NCHUNK, DL,
+   the constants that define the bits, shared by every mode and token count of a layer. Timed on decode (split-K,
    one query token, a long context) with WG/BR at their untuned values. The subgroup and
    shared-memory reductions of a cache type have the same semantics: a group.
-2. mode — shape_class(head dim, group, cache type, split, rows): WG and BR, per variant, with
+2. mode — shape_class(head dim, group, cache type, split, rows): WG, BR and VE, per variant, with
    the numerics fixed to what unit 1 stored for that variant (prepare(), so it runs after):
    decode, an MTP verify of 4 tokens, a prefill chunk (direct).
 3. reduce — flash_attn_reduce's WG per head dim ("hd<HD>"), on the decode shape.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 
 from ... import tuning
-from ...errors import ContractError
 from ...pipelines import flash_attn as fam
 from . import Case, Workload, compare, is_cpu
 
@@ -35,16 +34,8 @@ MIN_CHUNK = min(_choices("CHUNK"))  # partial buffers sized for the most chunks 
 
 
 def untuned_br(info, variant: str, vals: dict, rows: int, split: bool) -> int:
-    """BR as flash_attn._pipelines picks it without a tuning entry (kept in step with it)."""
-    cap = 8 if info.type == "cpu" else (32 if split else 16)
-    br = min(cap, fam.rows_bucket(rows), vals["WG"])
-    while br > 1:
-        try:
-            fam.FLASH.check_variant(variant, {**vals, "BR": br}, info)
-            break
-        except ContractError:
-            br //= 2
-    return br
+    """BR as flash_attn._pipelines picks it without a tuning entry."""
+    return fam.default_br(info, variant, vals, rows)
 
 
 class _Attn(Case):
@@ -80,12 +71,8 @@ class _Attn(Case):
                      wl.bufs.get("part_o"), wl.bufs.get("part_ml"), n_q_max=m["n_q"],
                      n_head=m["n_head"], n_head_kv=m["n_kv"], kv_len_max=m["kv_max"])
 
-    def _reduce_pipeline(self, device, chunk: int):
-        wg = (tuning.lookup(device.info, fam.REDUCE, "default", f"hd{self.hd}") or {}).get(
-            "WG") or min(64, self.hd)
-        while self.hd % wg:
-            wg //= 2
-        return fam.REDUCE.pipeline(device, "default", WG=wg, HD=self.hd, CHUNK=chunk)
+    def _reduce_pipeline(self, device, kp):
+        return fam.reduce_pipeline(device, kp)
 
     def verify(self, kp, wl):
         h, m, hd = wl.host, wl.meta, self.hd
@@ -115,7 +102,7 @@ class FlashAttnCase(_Attn):
                       **{k: num.get(k, base[k]) for k in fam.NUMERIC_SPEC if k != "HD"}}
 
     def record(self, rec, kp, wl):
-        kr = self._reduce_pipeline(wl.device, kp.spec["CHUNK"]) if self.split else None
+        kr = self._reduce_pipeline(wl.device, kp) if self.split else None
         self._dispatch(rec, kp, kr, wl)
 
 
@@ -126,7 +113,7 @@ class FlashReduceCase(_Attn):
 
     def prepare(self, device):
         self.main = fam.pipelines(device, self.hd, self.kv_type, True, self.g, rows=self.g)[0]
-        self.fixed = {"HD": self.hd, "CHUNK": self.main.spec["CHUNK"]}
+        self.fixed = {"HD": self.hd, **{k: self.main.spec[k] for k in fam.CHUNK_SPEC}}
 
     def workload(self, device, rng, purpose):
         wl = super().workload(device, rng, purpose)
@@ -134,8 +121,7 @@ class FlashReduceCase(_Attn):
             from ...vk.commands import one_shot
 
             with one_shot(device) as rec:
-                self._dispatch(rec, self.main, self._reduce_pipeline(device, self.fixed["CHUNK"]),
-                               wl)
+                self._dispatch(rec, self.main, self._reduce_pipeline(device, self.main), wl)
             wl.meta["reduce_only"] = True
         return wl
 
@@ -149,7 +135,8 @@ class FlashReduceCase(_Attn):
         m = wl.meta
         nch = fam.n_chunks(self.main, m["kv_max"])
         kr.record(rec, [wl["pos"], wl["lens"], wl["part_o"], wl["part_ml"], wl["out"]],
-                  (m["n_q"] * m["n_head"],), n_q_max=m["n_q"], n_head=m["n_head"],
+                  (m["n_q"] * m["n_head"], self.hd // kr.spec["WG"]), n_q_max=m["n_q"],
+                  n_head=m["n_head"],
                   n_chunks_max=nch, kv_len_max=m["kv_max"], window=0)
 
 
@@ -158,10 +145,10 @@ def _cases(info, hd, g, n_kv, kv_type, cpu):
     kv_len = 256 if cpu else 4096
     common = {"hd": hd, "g": g, "n_kv": n_kv, "kv_type": kv_type}
     vs = tuple(v for v in (kv_type, f"{kv_type}_shmem") if v in fam.FLASH.variants)
-    num_sweep = ({"BC": (16, 32), "CHUNK": (64, 256), "DL": (4, 8)} if cpu else
-                 {n: _choices(n) for n in ("BC", "CHUNK", "DL")})
-    mode_sweep = ({"WG": (32, 64), "BR": (2, 8)} if cpu else
-                  {n: _choices(n) for n in ("WG", "BR")})
+    num_sweep = ({"BC": (16, 32), "CHUNK": (32, 64), "DL": (4, 8)} if cpu else
+                 {n: _choices(n) for n in ("BC", "CHUNK", "CHUNK_MAX", "NCHUNK", "DL")})
+    mode_sweep = ({"WG": (64,), "BR": (2, 8)} if cpu else
+                  {n: _choices(n) for n in ("WG", "BR", "VE")})
     what = f"hd={hd} g={g} kv_heads={n_kv} {kv_type}"
     out = [FlashAttnCase(
         fam.FLASH, fam.numerics_class(hd, g, kv_type), vs, fixed={"HD": hd, "SPLIT": True},
