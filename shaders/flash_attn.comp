@@ -9,8 +9,8 @@
 //   j <= q_pos[t], j < kv_len, and (window > 0) j > q_pos[t] - window.
 // Scores: s = (scale * q) . k, then s = softcap * tanh(s / softcap) when softcap > 0, then mask.
 //
-// Blocks. KV positions are taken in blocks of BC (aligned to BC), staged in shared memory: the
-// next block's K and V rows are loaded into registers while the current block is computed. Per
+// Blocks. KV positions are taken in blocks of BC (aligned to BC), staged in one shared buffer:
+// K rows (loaded during the previous block's P V), then V rows (loaded during the scores). Per
 // block: scores (DL lanes per dot product, each lane a fixed slice of the head dim, lanes combined
 // by a fixed butterfly), an online-softmax step per row (block max, exp, block sum by a fixed
 // tree), then O = O * alpha + P V (each output element a sequential sum over the block's columns;
@@ -50,8 +50,8 @@
 // Spec: 0 WG workgroup size, 1 HD head dim, 2 BR rows per workgroup, 3 BC columns per block,
 //       4 CHUNK smallest chunk, 5 DL lanes per score dot product, 6 SPLIT write chunk partials
 //       (true) or fold in-shader and write out (false), 7 VE output elements per thread in P V,
-//       8 CHUNK_MAX largest chunk, 9 NCHUNK chunks a row aims at, 10 PREFETCH load the next
-//       block into registers while the current one is computed (more registers, fewer stalls).
+//       8 CHUNK_MAX largest chunk, 9 NCHUNK chunks a row aims at, 10 PREFETCH request the next
+//       block's K rows before this block's P V (else right before they are stored).
 // Defines: KV_Q8_0 (Q8_0 cache; default F16), SHMEM_REDUCE (lane exchanges through shared memory
 //          instead of subgroup shuffles; same arithmetic, same bits).
 // Dispatch: (SPLIT ? n_chunks_max : 1, ceil(n_q_max * G / BR), n_head_kv) workgroups. Rows with
@@ -117,15 +117,13 @@ layout(std430, binding = 2) readonly buffer Vb4 { uvec4 v_u4[]; };
 layout(std430, binding = 2) readonly buffer Vb2 { uvec2 v_u2[]; };
 layout(std430, binding = 2) readonly buffer Vb1 { uint v_u1[]; };
 layout(std430, binding = 2) readonly buffer Vbh { uint16_t v_h[]; };
-const uint SUNITS = BC * UPR;       // loads per block per cache
-shared uint Ks[BC * ROWW];
-shared uint Vs[BC * ROWW];
+const uint SUNITS = BC * UPR;       // loads per block of K or of V
+shared uint KVs[BC * ROWW];        // the block's K rows, then its V rows
 #else
 layout(std430, binding = 1) readonly buffer Kb { uvec4 k_u4[]; };
 layout(std430, binding = 2) readonly buffer Vb { uvec4 v_u4[]; };
-const uint SUNITS = BC * HD8;       // 16-byte loads per block per cache
-shared uvec4 Ks[BC * HD8];
-shared uvec4 Vs[BC * HD8];
+const uint SUNITS = BC * HD8;       // 16-byte loads per block of K or of V
+shared uvec4 KVs[BC * HD8];        // the block's K rows, then its V rows
 #endif
 layout(std430, binding = 3) readonly buffer QP { int q_pos[]; };
 layout(std430, binding = 4) readonly buffer LN { int lens[]; };
@@ -144,7 +142,7 @@ layout(push_constant) uniform Push {
     float softcap;
 } p;
 
-const uint SPT = (SUNITS + WG - 1u) / WG;  // staging loads per thread per cache
+const uint SPT = (SUNITS + WG - 1u) / WG;  // staging loads per thread
 
 shared vec4 Qs[BR * HD4];          // query rows * scale; row r: [half h][group] (conflict-free)
 shared vec4 Ss4[BR * BC / 4];      // scores of the block, then probabilities, [row][column]
@@ -176,12 +174,12 @@ float xch(float v, uint m) {
 #endif
 }
 
-// ---- staging: the next block's K and V rows, global -> registers -> shared ----
+// ---- staging: a block's K rows, then its V rows, global -> registers -> shared ----
 #ifdef KV_Q8_0
-uint st_k[SPT * LW];
-uint st_v[SPT * LW];
+uint st[SPT * LW];
 
-void stage_load(uint j0, int kv_len, uint kvh) {
+// K (isv false) or V rows of positions j0 .. j0 + BC - 1 into registers (0 past kv_len).
+void stage_load(bool isv, uint j0, int kv_len, uint kvh) {
     [[unroll]] for (uint i = 0; i < SPT; ++i) {
         uint u = gl_LocalInvocationIndex + i * WG;
         uint c = u / UPR, w = u % UPR;
@@ -189,29 +187,25 @@ void stage_load(uint j0, int kv_len, uint kvh) {
         bool ok = u < SUNITS && j < kv_len;
         uint row = uint(j) * p.n_head_kv + kvh;   // (position, head) row index
         [[unroll]] for (uint x = 0; x < LW; ++x) {
-            st_k[i * LW + x] = 0u;
-            st_v[i * LW + x] = 0u;
+            st[i * LW + x] = 0u;
         }
         if (ok) {
             if (LOAD_U16) {
                 // 2-byte aligned rows: word w = u16 pair (2w, 2w + 1); the pad half stays 0
                 uint h0 = row * (ROWB / 2u) + 2u * w;
                 bool two = 2u * w + 1u < ROWB / 2u;
-                st_k[i] = uint(k_h[h0]) | (two ? uint(k_h[h0 + 1u]) << 16u : 0u);
-                st_v[i] = uint(v_h[h0]) | (two ? uint(v_h[h0 + 1u]) << 16u : 0u);
+                uint lo16 = isv ? uint(v_h[h0]) : uint(k_h[h0]);
+                uint hi16 = two ? (isv ? uint(v_h[h0 + 1u]) : uint(k_h[h0 + 1u])) : 0u;
+                st[i] = lo16 | (hi16 << 16u);
             } else if (LW == 4u) {
-                uvec4 a = k_u4[row * UPR + w], b = v_u4[row * UPR + w];
-                st_k[i * 4u] = a.x; st_k[i * 4u + 1u] = a.y;
-                st_k[i * 4u + 2u] = a.z; st_k[i * 4u + 3u] = a.w;
-                st_v[i * 4u] = b.x; st_v[i * 4u + 1u] = b.y;
-                st_v[i * 4u + 2u] = b.z; st_v[i * 4u + 3u] = b.w;
+                uvec4 a = isv ? v_u4[row * UPR + w] : k_u4[row * UPR + w];
+                st[i * 4u] = a.x; st[i * 4u + 1u] = a.y;
+                st[i * 4u + 2u] = a.z; st[i * 4u + 3u] = a.w;
             } else if (LW == 2u) {
-                uvec2 a = k_u2[row * UPR + w], b = v_u2[row * UPR + w];
-                st_k[i * 2u] = a.x; st_k[i * 2u + 1u] = a.y;
-                st_v[i * 2u] = b.x; st_v[i * 2u + 1u] = b.y;
+                uvec2 a = isv ? v_u2[row * UPR + w] : k_u2[row * UPR + w];
+                st[i * 2u] = a.x; st[i * 2u + 1u] = a.y;
             } else {
-                st_k[i] = k_u1[row * UPR + w];
-                st_v[i] = v_u1[row * UPR + w];
+                st[i] = isv ? v_u1[row * UPR + w] : k_u1[row * UPR + w];
             }
         }
     }
@@ -224,8 +218,7 @@ void stage_store() {
             uint c = u / UPR, w = u % UPR;
             uint wl = LOAD_U16 ? 1u : LW;
             for (uint x = 0; x < wl; ++x) {
-                Ks[c * ROWW + w * wl + x] = st_k[i * LW + x];
-                Vs[c * ROWW + w * wl + x] = st_v[i * LW + x];
+                KVs[c * ROWW + w * wl + x] = st[i * LW + x];
             }
         }
     }
@@ -233,31 +226,20 @@ void stage_store() {
 
 // 8 bytes of a staged row from byte offset o (even), and 4 bytes: 2-byte aligned reads as two or
 // three word reads and funnel shifts (selects, no divergent branch).
-uvec2 ks8(uint base, uint o) {
+uvec2 kv8(uint base, uint o) {
     uint w = base + (o >> 2u);
-    uint a = Ks[w], b = Ks[w + 1u], c = Ks[w + 2u];
+    uint a = KVs[w], b = KVs[w + 1u], c = KVs[w + 2u];
     bool odd = (o & 2u) != 0u;
     return uvec2(odd ? (a >> 16u) | (b << 16u) : a, odd ? (b >> 16u) | (c << 16u) : b);
 }
-uvec2 vs8(uint base, uint o) {
+uint kv4(uint base, uint o) {
     uint w = base + (o >> 2u);
-    uint a = Vs[w], b = Vs[w + 1u], c = Vs[w + 2u];
-    bool odd = (o & 2u) != 0u;
-    return uvec2(odd ? (a >> 16u) | (b << 16u) : a, odd ? (b >> 16u) | (c << 16u) : b);
-}
-uint vs4(uint base, uint o) {
-    uint w = base + (o >> 2u);
-    uint a = Vs[w], b = Vs[w + 1u];
+    uint a = KVs[w], b = KVs[w + 1u];
     return (o & 2u) != 0u ? (a >> 16u) | (b << 16u) : a;
 }
-float ks_d(uint base, uint b) {
+float kv_d(uint base, uint b) {
     uint o = 34u * b;
-    uint w = Ks[base + (o >> 2u)];
-    return unpackHalf2x16((o & 2u) != 0u ? w >> 16u : w).x;
-}
-float vs_d(uint base, uint b) {
-    uint o = 34u * b;
-    uint w = Vs[base + (o >> 2u)];
+    uint w = KVs[base + (o >> 2u)];
     return unpackHalf2x16((o & 2u) != 0u ? w >> 16u : w).x;
 }
 
@@ -271,8 +253,8 @@ float q8f(uint wb, uint k) {
 // the block scale d: the score phase multiplies d in once per 8 products.
 void k_load8(uint c, uint e, out float f[8], out float d) {
     uint base = c * ROWW, b = e / 32u;
-    uvec2 w = ks8(base, 34u * b + 2u + e % 32u) ^ uvec2(0x80808080u);
-    d = ks_d(base, b);
+    uvec2 w = kv8(base, 34u * b + 2u + e % 32u) ^ uvec2(0x80808080u);
+    d = kv_d(base, b);
     [[unroll]] for (uint k = 0; k < 4u; ++k) {
         f[k] = q8f(w.x, k);
         f[4u + k] = q8f(w.y, k);
@@ -282,34 +264,36 @@ void k_load8(uint c, uint e, out float f[8], out float d) {
 // P V phase multiplies p by d once per column (p * d, then fma with q).
 void v_load(uint c, uint e, out float f[VE], out float d) {
     uint base = c * ROWW, b = e / 32u;
-    d = vs_d(base, b);
+    d = kv_d(base, b);
     uint o = 34u * b + 2u + e % 32u;
     if (VE == 8u) {
-        uvec2 w = vs8(base, o) ^ uvec2(0x80808080u);
+        uvec2 w = kv8(base, o) ^ uvec2(0x80808080u);
         [[unroll]] for (uint k = 0; k < 4u; ++k) {
             f[k] = q8f(w.x, k);
             f[(4u + k) % VE] = q8f(w.y, k);
         }
     } else {
-        uint w = vs4(base, o) ^ 0x80808080u;
+        uint w = kv4(base, o) ^ 0x80808080u;
         [[unroll]] for (uint k = 0; k < 4u; ++k) {
             f[k % VE] = q8f(w, k);
         }
     }
 }
 #else
-uvec4 st_k[SPT];
-uvec4 st_v[SPT];
+uvec4 st[SPT];
 
-void stage_load(uint j0, int kv_len, uint kvh) {
+// K (isv false) or V rows of positions j0 .. j0 + BC - 1 into registers (0 past kv_len).
+void stage_load(bool isv, uint j0, int kv_len, uint kvh) {
     [[unroll]] for (uint i = 0; i < SPT; ++i) {
         uint u = gl_LocalInvocationIndex + i * WG;
         uint c = u / HD8, g = u % HD8;
         int j = int(j0 + c);
         bool ok = u < SUNITS && j < kv_len;
         uint ix = (uint(j) * p.n_head_kv + kvh) * HD8 + g;
-        st_k[i] = ok ? k_u4[ix] : uvec4(0u);
-        st_v[i] = ok ? v_u4[ix] : uvec4(0u);
+        st[i] = uvec4(0u);
+        if (ok) {
+            st[i] = isv ? v_u4[ix] : k_u4[ix];
+        }
     }
 }
 
@@ -317,15 +301,14 @@ void stage_store() {
     [[unroll]] for (uint i = 0; i < SPT; ++i) {
         uint u = gl_LocalInvocationIndex + i * WG;
         if (u < SUNITS) {
-            Ks[u] = st_k[i];
-            Vs[u] = st_v[i];
+            KVs[u] = st[i];
         }
     }
 }
 
 void k_load8(uint c, uint e, out float f[8], out float d) {
     d = 1.0;
-    uvec4 w = Ks[c * HD8 + e / 8u];
+    uvec4 w = KVs[c * HD8 + e / 8u];
     vec2 a = unpackHalf2x16(w.x), b = unpackHalf2x16(w.y);
     vec2 cc = unpackHalf2x16(w.z), dd = unpackHalf2x16(w.w);
     f[0] = a.x; f[1] = a.y; f[2] = b.x; f[3] = b.y;
@@ -333,7 +316,7 @@ void k_load8(uint c, uint e, out float f[8], out float d) {
 }
 void v_load(uint c, uint e, out float f[VE], out float d) {
     d = 1.0;
-    uvec4 w = Vs[c * HD8 + e / 8u];
+    uvec4 w = KVs[c * HD8 + e / 8u];
     bool hi = VE == 4u && (e % 8u) != 0u;
     vec2 a = unpackHalf2x16(hi ? w.z : w.x), b = unpackHalf2x16(hi ? w.w : w.y);
     f[0] = a.x; f[1] = a.y; f[2] = b.x; f[3] = b.y;
@@ -372,7 +355,7 @@ void main() {
     int span = int(fa_chunk(kv_len, CHUNK, CHUNK_MAX, NCHUNK));
     int s0 = int(gl_WorkGroupID.x) * span;
     if (SPLIT && s0 < kv_len) {
-        stage_load(uint(s0), kv_len, kvh);
+        stage_load(false, uint(s0), kv_len, kvh);
     }
 
     if (tid < BR) {
@@ -421,10 +404,10 @@ void main() {
         jb = max(jb, s0);
         jl = min(jl, s0 + span - 1);
         if (jb != s0) {
-            stage_load(uint(jb), kv_len, kvh);
+            stage_load(false, uint(jb), kv_len, kvh);
         }
     } else if (jb <= jl) {
-        stage_load(uint(jb), kv_len, kvh);
+        stage_load(false, uint(jb), kv_len, kvh);
     }
 
     // Softmax state of rows cg + NCG * rr (identical in the DL lanes of the group).
@@ -442,17 +425,17 @@ void main() {
         Oacc[i] = 0.0;
     }
 
+    // Per block: K rows staged, scores; V rows staged (their loads overlapped the scores),
+    // softmax; P V (the next block's K loads in flight). Four barriers per BC columns.
     for (int j0 = jb; j0 <= jl; j0 += int(BC)) {
         const bool last_block = j0 + int(BC) > jl;
         if (!PREFETCH && j0 != jb) {
-            stage_load(uint(j0), kv_len, kvh);
+            stage_load(false, uint(j0), kv_len, kvh);
         }
-        barrier();                     // the previous block's P V is done with Vs and Ss
-        stage_store();
+        barrier();                     // the previous block's P V is done with KVs and Ss
+        stage_store();                 // K
         barrier();
-        if (PREFETCH && !last_block) {
-            stage_load(uint(j0) + BC, kv_len, kvh);   // in flight during this block
-        }
+        stage_load(true, uint(j0), kv_len, kvh);       // V, in flight during the scores
 
         // ---- scores: group cg takes columns cg + s * NCG; lane covers 8-element groups
         // lane + DL * i of the head dim, summed in order; the DL lanes are then combined by a
@@ -531,6 +514,8 @@ void main() {
         }
         barrier();
 
+        stage_store();                 // V (the scores are done with K)
+
         // ---- online softmax, rows cg + NCG * rr; lane takes columns lane * SPL .. + SPL.
         // Block sum: in order within the lane, then a butterfly over lane bits 1, 2, .., DL/2.
         [[unroll]] for (uint rr = 0; rr < RPS; ++rr) {
@@ -596,6 +581,10 @@ void main() {
         }
         barrier();
 
+        if (PREFETCH && !last_block) {
+            stage_load(false, uint(j0) + BC, kv_len, kvh);   // next K, in flight during P V
+        }
+
         // ---- O = O * alpha + P V: thread owns elements tv * VE .. + VE of rows rgi + RG * i;
         // each element sums the block's columns in order (p = 0 skipped: an exact no-op).
         [[unroll]] for (uint i = 0; i < RPT; ++i) {
@@ -611,7 +600,7 @@ void main() {
         }
         // No test of p == 0: fma(0, v, O) == O up to the sign of a zero O (v is finite: cache
         // data, or 0 past kv_len), and fa_finish writes every zero as +0.
-        [[unroll]] for (uint c4 = 0; c4 < BC; c4 += 4u) {
+        for (uint c4 = 0; c4 < BC; c4 += 4u) {
             vec4 pv[RPT];
             [[unroll]] for (uint i = 0; i < RPT; ++i) {
                 const uint r = rgi + RG * i;

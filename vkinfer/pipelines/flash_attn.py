@@ -72,14 +72,14 @@ def _pow2(x: int) -> bool:
 
 
 def shared_bytes(spec: dict, variant: str) -> int:
-    """Shared memory of flash_attn.comp: staged K and V blocks, the query rows, the block's
+    """Shared memory of flash_attn.comp: the staged K-or-V block, the query rows, the block's
     scores, per-row state, and the exchange buffer of the shared-memory variant."""
     br, hd, bc, wg = spec["BR"], spec["HD"], spec["BC"], spec["WG"]
     if variant.startswith("q8_0"):
         row = -(-(hd // 32 * 34) // 4) * 4
     else:
         row = hd * 2
-    n = 2 * bc * row + br * hd * 4 + br * bc * 4 + 6 * br * 4
+    n = bc * row + br * hd * 4 + br * bc * 4 + 7 * br * 4
     if variant.endswith("_shmem"):
         n += 2 * wg * 4
     return n
@@ -158,7 +158,7 @@ FLASH = Kernel(
                     doc="workgroup size; 0 = derive min(HD, 128) in pipelines()"),
           SpecConst("HD", 1, 128, doc="head dim (shape, not tuned)"),
           SpecConst("BR", 2, 8, choices=(4, 6, 8, 12, 16), doc="query rows per workgroup"),
-          SpecConst("BC", 3, 32, choices=(16, 32), doc="KV columns per block (numerics)"),
+          SpecConst("BC", 3, 32, choices=(16, 32, 64), doc="KV columns per block (numerics)"),
           SpecConst("CHUNK", 4, 32, choices=(32, 64, 128),
                     doc="smallest chunk of KV positions (numerics)"),
           SpecConst("DL", 5, _dl_default, choices=(4, 8),
@@ -261,8 +261,9 @@ def pipelines(device, head_dim: int, kv_type: str = "f16", split: bool = True, g
     Resolution: spec defaults < tuning database < overrides. The numerics constants
     (NUMERIC_SPEC) come from numerics_class(), WG/BR/VE from shape_class(), so every mode and
     token count of a layer agrees bit for bit while WG/BR/VE are tuned per mode. Untuned: WG =
-    auto_wg(head_dim); DL lowered until HD % (8 DL) == 0; BC = 32, halved while one row's tile
-    (BR = 1) does not fit in shared memory (both depend on the layer shape and device only); BR
+    auto_wg(head_dim); DL lowered until HD % (8 DL) == 0; BC = 32 (at most a given CHUNK),
+    halved while one row's tile (BR = 1) does not fit in shared memory (both depend on the layer
+    shape and device only); BR
     = default_br() (balanced tiles of at most 16 rows). On a ContractError with the subgroup variant and no
     explicit `reduce`, falls back to the shared-memory variant."""
     variant = variant_for(device.info, kv_type, reduce)
@@ -283,6 +284,9 @@ def _numerics_defaults(info, variant: str, vals: dict, fixed: set):
         while vals["DL"] > 1 and hd % (8 * vals["DL"]):
             vals["DL"] //= 2
     if "BC" not in fixed:
+        # a given CHUNK bounds BC (chunks are whole blocks)
+        if "CHUNK" in fixed:
+            vals["BC"] = min(vals["BC"], vals["CHUNK"])
         # the same BC for every shared-memory variant of a type: the bits must not change
         kind = "q8_0" if variant.startswith("q8_0") else "f16"
         while vals["BC"] > 8 and shared_bytes({**vals, "BR": 1}, kind + "_shmem") > \
