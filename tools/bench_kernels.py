@@ -2,11 +2,14 @@
 """Kernel benchmarks, one section per kernel family (add a function to SECTIONS for a new one).
 
 matvec  shaders/mul_mat_vec.comp: for each weight type × shape (rows × K) × columns 1..8,
-        - steady state: `--reps` back-to-back dispatches in one command buffer between two GPU
+        - steady state: back-to-back dispatches in one command buffer between two GPU
           timestamps, each depending on the previous (the recorder puts a barrier between them,
           as between decode layers; "chained"), and the same without barriers (independent
-          outputs; "overlap"). When one weight tensor would sit in L2, the dispatches rotate over
-          enough copies to exceed `--l2-mib` four times, so every dispatch reads from DRAM.
+          outputs; "overlap", the steady-state figure). When one weight tensor would sit in L2,
+          the dispatches rotate over enough copies to exceed `--l2-mib` four times, so every
+          dispatch reads from DRAM. Clocks: the GPU is kept busy `--prewarm-ms` before the first
+          timing and `--warm-ms` before each, and a timed submit lasts >= `--min-ms` (an H100
+          idles at 345 MHz; short bursts measured the clock ramp, not the kernel).
         - latency: one dispatch between two timestamps (median of `--lat-reps`).
         Reported as GB/s of weight bytes and as a fraction of the stream-read bandwidth
         (`--stream-gbps`, else tools/bench_device.py's measurement).
@@ -16,7 +19,8 @@ Weights are random bytes with finite fp16 scales written straight into device me
 (nothing of the big shapes is allocated by the tests). Markdown on stdout, progress on stderr.
 
     python tools/bench_kernels.py [--sections matvec,matmul] [--types q4_k,q8_0] [--cols 1-8]
-        [--shapes 4096x4096,14336x4096] [--spec WG=128,NR=2] [--sweep] [--json out.json]
+        [--shapes 4096x4096,14336x4096] [--spec WG=128,NR=2] [--sweep [--sweep-space
+        'NR=1,2,4;PREFETCH=0,1']] [--json out.json]
 """
 
 from __future__ import annotations
@@ -97,26 +101,51 @@ def stream_gbps(device, args) -> tuple[float | None, str]:
     return None, "none (pass --stream-gbps)"
 
 
-def gpu_time_ns(device, record, reps: int) -> float:
-    """GPU ns per repetition of record(rec, i), i = 0..reps-1, between two timestamps (after a
-    warm-up submit of the same work)."""
+MAX_REPS = 4096
+
+
+def gpu_time_ns(
+    device, record, reps: int, min_ms: float = 0.0, warm_ms: float = 0.0, trials: int = 1
+) -> float:
+    """GPU ns per repetition of record(rec, i), i = 0..n-1, between two timestamps.
+
+    n = reps, raised (up to MAX_REPS) so that one timed submit lasts at least `min_ms`. GPU
+    clocks ramp up only under sustained load: the same command buffer first runs for at least
+    `warm_ms` (plus one warm-up submit), then the best of `trials` timed submits is reported."""
     pool = TimestampPool(device, 2)
     rec, fence = Recorder(device), Fence(device)
+
+    def build(n):
+        rec.begin()
+        rec.reset_queries(pool)
+        rec.barrier()
+        rec.timestamp(pool, 0)
+        for i in range(n):
+            record(rec, i)
+        rec.barrier()
+        rec.timestamp(pool, 1)
+        rec.end()
+
+    def run_once():
+        fence.reset()
+        submit(device, [rec.cb], fence)
+        fence.wait()
+        return pool.elapsed_ns()
+
     try:
-        for _ in range(2):
-            rec.begin(one_time=True)
-            rec.reset_queries(pool)
-            rec.barrier()
-            rec.timestamp(pool, 0)
-            for i in range(reps):
-                record(rec, i)
-            rec.barrier()
-            rec.timestamp(pool, 1)
-            rec.end()
-            fence.reset()
-            submit(device, [rec.cb], fence)
-            fence.wait()
-        return pool.elapsed_ns() / reps
+        n = reps
+        build(n)
+        run_once()
+        t = run_once()
+        if min_ms and t < min_ms * 1e6 and n < MAX_REPS:
+            n = min(MAX_REPS, max(n, int(np.ceil(min_ms * 1e6 / max(t / n, 1.0)))))
+            build(n)
+            t = run_once()
+        spent = t
+        while spent < warm_ms * 1e6:
+            spent += run_once()
+        best = min([t] + [run_once() for _ in range(max(trials, 1))])
+        return best / n
     finally:
         pool.destroy()
         fence.destroy()
@@ -144,6 +173,18 @@ def gpu_latency_ns(device, record, reps: int) -> float:
     finally:
         pool.destroy()
         fence.destroy()
+
+
+def prewarm(device, ms: float, rng):
+    """Keep the GPU busy for `ms` with a matvec: an idle GPU runs at a fraction of its clock and
+    takes a while under load to ramp up; timings taken before that measure the ramp."""
+    t = quants.T.Q8_0
+    setup = MatvecSetup(device, t, 8192, 4096, 1, 1, rng)
+    try:
+        kp = kmv.pipeline(device, t, 1, 8192, 4096)
+        gpu_time_ns(device, functools.partial(_mv, setup, kp, False), 20, min_ms=10, warm_ms=ms)
+    finally:
+        setup.free()
 
 
 def random_weights(device, t, rows: int, K: int, rng) -> object:
@@ -185,12 +226,24 @@ def fits(device, nbytes: int, copies: int = 1) -> bool:
 # --- matvec ------------------------------------------------------------------------------------
 
 
+def parse_sweep(s: str) -> dict:
+    """'WG=64,128;NR=1,2' -> {'WG': (64, 128), 'NR': (1, 2)}."""
+    out = {}
+    for part in filter(None, s.split(";")):
+        k, v = part.split("=")
+        out[k.strip()] = tuple(int(x) for x in v.split(","))
+    return out
+
+
 def matvec_configs(args, device) -> list[dict]:
+    """--spec alone (else the per-call defaults), or the sweep: every combination of the
+    swept constants (--sweep-space, else each tunable's choices) over --spec."""
     base = parse_spec(args.spec)
     if not args.sweep:
         return [base]
-    by = {s.name: s.choices for s in kmv.KERNEL.spec if s.choices}
-    keys = [k for k in ("WG", "NR", "UNROLL") if k not in base]
+    by = {s.name: s.choices for s in kmv.KERNEL.spec if s.choices and s.name != "CHUNK"}
+    by.update(parse_sweep(args.sweep_space))  # CHUNK (else derived) only when named here
+    keys = [k for k in ("WG", "NR", "UNROLL", "PREFETCH", "CHUNK") if k not in base and k in by]
     return [{**base, **dict(zip(keys, vals))} for vals in itertools.product(*(by[k] for k in keys))]
 
 
@@ -218,36 +271,46 @@ def bench_matvec_one(args, device, stream, setup, t, nc) -> dict | None:
     """The best configuration (of --spec, or of the sweep) for one type, shape and column count."""
     rows, K = setup.rows, setup.K
     wbytes = rows * setup.rb
-    best = None
+    best, points = None, []
+    timing = {"min_ms": args.min_ms, "warm_ms": args.warm_ms, "trials": args.trials}
     for cfg in matvec_configs(args, device):
         try:
             kp = kmv.pipeline(device, t, nc, rows, K, reduce=args.reduce, **cfg)
         except Exception as e:  # noqa: BLE001 - an invalid sweep point
             log(f"  c{nc} {cfg}: {e}")
             continue
-        chained = gpu_time_ns(device, functools.partial(_mv, setup, kp, True), args.reps)
-        overlap = gpu_time_ns(device, functools.partial(_mv, setup, kp, False), args.reps)
+        chained = gpu_time_ns(device, functools.partial(_mv, setup, kp, True), args.reps, **timing)
+        overlap = gpu_time_ns(device, functools.partial(_mv, setup, kp, False), args.reps, **timing)
         r = {
             "rows": rows,
             "K": K,
             "cols": nc,
-            "spec": {k: kp.spec[k] for k in ("WG", "NR", "UNROLL")},
+            "spec": {k: kp.spec[k] for k in ("WG", "NR", "UNROLL", "PREFETCH", "CHUNK")},
             "variant": kp.variant,
             "weight_bytes": wbytes,
             "chained_us": chained / 1e3,
+            "overlap_us": overlap / 1e3,
             "chained_gbps": wbytes / chained,
             "overlap_gbps": wbytes / overlap,
         }
         if stream:
             r["chained_frac"] = r["chained_gbps"] / stream
             r["overlap_frac"] = r["overlap_gbps"] / stream
-        if best is None or r["chained_gbps"] > best["chained_gbps"]:
+        points.append({k: r[k] for k in ("spec", "chained_gbps", "overlap_gbps")})
+        key = "overlap_gbps" if args.rank == "overlap" else "chained_gbps"
+        if best is None or r[key] > best[key]:
             best, best_kp = r, kp
         if args.sweep:
-            log(f"  c{nc} {r['spec']}: {r['chained_gbps']:.0f} GB/s")
+            log(
+                f"  c{nc} {r['spec']}: {r['chained_gbps']:.0f} GB/s, overlap {r['overlap_gbps']:.0f}"
+            )
     if best is None:
         return None
-    lat = gpu_latency_ns(device, functools.partial(_mv, setup, best_kp, True), args.lat_reps)
+    if args.sweep:
+        best["sweep"] = points
+    lat = float("nan")
+    if args.lat_reps > 0:
+        lat = gpu_latency_ns(device, functools.partial(_mv, setup, best_kp, True), args.lat_reps)
     best["latency_us"] = lat / 1e3
     frac = f" ({best['chained_frac']:.0%})" if stream else ""
     log(
@@ -295,7 +358,7 @@ def bench_matvec(args, device, stream, rng) -> tuple[str, list]:
 def matvec_table(results, cols, stream) -> str:
     head = (
         ["type", "rows×K", "MiB"]
-        + [f"c{c} GB/s" for c in cols]
+        + [f"c{c}" for c in cols]
         + [f"c{cols[0]} overlap", f"lat c{cols[0]} µs", f"lat c{cols[-1]} µs"]
     )
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -312,19 +375,20 @@ def matvec_table(results, cols, stream) -> str:
             r = by.get(c)
             if r is None:
                 cells.append("–")
+            elif stream:
+                cells.append(f"{r['overlap_frac']:.0%} / {r['chained_frac']:.0%}")
             else:
-                f = f" ({r['chained_frac']:.0%})" if stream else ""
-                cells.append(f"{r['chained_gbps']:.0f}{f}")
+                cells.append(f"{r['overlap_gbps']:.0f} / {r['chained_gbps']:.0f}")
         first, last = by.get(cols[0]), by.get(cols[-1])
         cells.append(f"{first['overlap_gbps']:.0f}" if first else "–")
         cells.append(f"{first['latency_us']:.1f}" if first else "–")
         cells.append(f"{last['latency_us']:.1f}" if last else "–")
         lines.append("| " + " | ".join(cells) + " |")
     note = (
-        f"GB/s of weight bytes, chained dispatches (barrier between); (%) of stream "
-        f"{stream:.0f} GB/s"
+        f"weight bytes per second as a fraction of stream {stream:.0f} GB/s: overlapped "
+        "(back-to-back, no barrier: the steady state) / chained (barrier between dispatches)"
         if stream
-        else "GB/s of weight bytes, chained dispatches"
+        else "GB/s of weight bytes: overlapped / chained"
     )
     return "### mul_mat_vec\n\n" + note + "\n\n" + "\n".join(lines) + "\n"
 
@@ -353,6 +417,9 @@ def bench_matmul(args, device, stream, rng) -> tuple[str, list]:
                     device,
                     functools.partial(_mm, kp, w, x, y, rows, K, rb, n),
                     args.mm_reps,
+                    min_ms=args.min_ms,
+                    warm_ms=args.warm_ms,
+                    trials=args.trials,
                 )
                 flops = 2.0 * rows * K * n
                 r = {
@@ -394,10 +461,38 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--sweep",
         action="store_true",
-        help="matvec: try every WG x NR x UNROLL choice, report the best",
+        help="matvec: try every WG x NR x UNROLL x PREFETCH choice, report the best",
+    )
+    ap.add_argument(
+        "--sweep-space", default="", help="matvec sweep values, e.g. 'WG=64,128;NR=1,2,4'"
+    )
+    ap.add_argument(
+        "--rank",
+        choices=("overlap", "chained"),
+        default="overlap",
+        help="which steady state picks the best sweep point",
+    )
+    ap.add_argument(
+        "--min-ms",
+        type=float,
+        default=5.0,
+        help="each timed submit lasts at least this long (more repetitions)",
+    )
+    ap.add_argument(
+        "--warm-ms",
+        type=float,
+        default=30.0,
+        help="GPU busy time before each timing (clocks ramp up under load)",
+    )
+    ap.add_argument("--trials", type=int, default=2, help="timed submits; the best is kept")
+    ap.add_argument(
+        "--prewarm-ms",
+        type=float,
+        default=1500.0,
+        help="GPU busy time before the first timing (idle clocks are low)",
     )
     ap.add_argument("--reduce", choices=("subgroup", "shmem"), default=None)
-    ap.add_argument("--reps", type=int, default=50, help="dispatches per steady-state timing")
+    ap.add_argument("--reps", type=int, default=20, help="dispatches per timing (at least)")
     ap.add_argument("--lat-reps", type=int, default=20, help="single-dispatch latency samples")
     ap.add_argument("--l2-mib", type=int, default=50, help="last-level cache size to defeat")
     ap.add_argument("--mm-types", default="", help="matmul types (default: --types)")
@@ -417,6 +512,8 @@ def main(argv=None) -> int:
     if stream:
         log(f"stream bandwidth {stream:.0f} GB/s ({stream_src})")
     rng = np.random.default_rng(args.seed)
+    if args.prewarm_ms > 0 and device.info.type != "cpu":
+        prewarm(device, args.prewarm_ms, rng)
     out = {
         "device": device.info.name,
         "driver": device.info.driver_info,
