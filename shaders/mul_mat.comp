@@ -58,7 +58,17 @@ const uint WPT = BM * LANES / WG;                        // weight units staged 
 const uint WSTRIDE = SE * BM + 4u;
 const uint XSTRIDE = SE * BN + 4u;
 const uint X_OFF = LANES * WSTRIDE;
+#ifdef FLOAT_UNITS
 shared float sm[LANES * (WSTRIDE + XSTRIDE)];
+#else
+// Quantized types (the factored form of quants.glsl): the slab's integers q take the weights'
+// place, and each (lane, row) of the slab's runs stages its scale dl and offset mn.
+const uint RE = UNIT_ELEMS / RUNS;                       // elements per run
+const uint SR = SE < RE ? 1u : SE / RE;                  // runs touched by one slab
+const uint SC_OFF = X_OFF + LANES * XSTRIDE;
+const uint SC_STRIDE = SR * BM;                          // floats per lane, per array
+shared float sm[LANES * (WSTRIDE + XSTRIDE + 2u * SC_STRIDE)];
+#endif
 
 void main() {
     quants_init();
@@ -73,6 +83,14 @@ void main() {
     precise float acc[TM][TN];
     [[unroll]] for (uint i = 0; i < TM; i++)
         [[unroll]] for (uint j = 0; j < TN; j++) acc[i][j] = 0.0;
+#ifndef FLOAT_UNITS
+    precise float rs[TM][TN];  // the current run's sums of q·x (they span slabs when SE < RE)
+    precise float tsum[TN];    // and of x (HAS_MIN)
+    [[unroll]] for (uint j = 0; j < TN; j++) {
+        tsum[j] = 0.0;
+        [[unroll]] for (uint i = 0; i < TM; i++) rs[i][j] = 0.0;
+    }
+#endif
 
     for (uint kt = 0; kt < ntiles; kt++) {
         // The raw words of this K-tile's weight units: unit (row r, lane ul) for
@@ -92,8 +110,21 @@ void main() {
             [[unroll]] for (uint jj = 0; jj < WPT; jj++) {
                 const uint idx = tid + jj * WG;
                 const uint r = idx / LANES, ul = idx % LANES;
+#ifndef FLOAT_UNITS
+                float dl[RUNS], mn[RUNS];
+                run_scales(wraw[jj], wunit[jj], dl, mn);
+                [[unroll]] for (uint rr = 0; rr < SR; rr++) {
+                    const uint run = (s * SE) / RE + rr;
+                    sm[SC_OFF + ul * SC_STRIDE + rr * BM + r] = dl[run];
+                    sm[SC_OFF + LANES * SC_STRIDE + ul * SC_STRIDE + rr * BM + r] = mn[run];
+                }
+#endif
                 [[unroll]] for (uint pp = 0; pp < SP; pp++) {
+#ifdef FLOAT_UNITS
                     const vec4 v = dq_piece(wraw[jj], wunit[jj], s * SP + pp);
+#else
+                    const vec4 v = q_piece(wraw[jj], wunit[jj], s * SP + pp);
+#endif
                     const uint base = ul * WSTRIDE + 4u * pp * BM + r;
                     sm[base] = v.x;
                     sm[base + BM] = v.y;
@@ -117,6 +148,7 @@ void main() {
             }
             barrier();
             if (has_unit) {
+#ifdef FLOAT_UNITS
                 for (uint e = 0; e < SE; e++) {
                     float a[TM], b[TN];
                     [[unroll]] for (uint i = 0; i < TM; i++)
@@ -127,6 +159,42 @@ void main() {
                         [[unroll]] for (uint j = 0; j < TN; j++)
                             acc[i][j] = fma(a[i], b[j], acc[i][j]);
                 }
+#else
+                for (uint e = 0; e < SE; e++) {
+                    const uint eu = s * SE + e;  // element of the unit, piece order
+                    if (eu % RE == 0u) {
+                        [[unroll]] for (uint j = 0; j < TN; j++) {
+                            tsum[j] = 0.0;
+                            [[unroll]] for (uint i = 0; i < TM; i++) rs[i][j] = 0.0;
+                        }
+                    }
+                    float a[TM], b[TN];
+                    [[unroll]] for (uint i = 0; i < TM; i++)
+                        a[i] = sm[lane * WSTRIDE + e * BM + ty * TM + i];
+                    [[unroll]] for (uint j = 0; j < TN; j++)
+                        b[j] = sm[X_OFF + lane * XSTRIDE + e * BN + tx * TN + j];
+                    [[unroll]] for (uint i = 0; i < TM; i++)
+                        [[unroll]] for (uint j = 0; j < TN; j++)
+                            rs[i][j] = fma(a[i], b[j], rs[i][j]);
+#ifdef HAS_MIN
+                    [[unroll]] for (uint j = 0; j < TN; j++) tsum[j] = tsum[j] + b[j];
+#endif
+                    if (eu % RE == RE - 1u) {  // the run ends: fold it into acc
+                        const uint rr = e / RE;  // run within the slab (0 when SE < RE)
+                        [[unroll]] for (uint i = 0; i < TM; i++) {
+                            const uint row = ty * TM + i;
+                            const float dl = sm[SC_OFF + lane * SC_STRIDE + rr * BM + row];
+                            const float mn = sm[SC_OFF + LANES * SC_STRIDE + lane * SC_STRIDE + rr * BM + row];
+                            [[unroll]] for (uint j = 0; j < TN; j++) {
+                                acc[i][j] = fma(rs[i][j], dl, acc[i][j]);
+#ifdef HAS_MIN
+                                acc[i][j] = fma(tsum[j], mn, acc[i][j]);
+#endif
+                            }
+                        }
+                    }
+                }
+#endif
             }
             barrier();
         }

@@ -34,12 +34,15 @@
 //       step, loaded together), 3 WEIGHTED (bool), 4 ACCUMULATE (bool, WEIGHTED / COMBINE: add
 //       into y), 5 GROUPED (bool), 6 NUM_COLS (GROUPED: pairs per item, = the work list's
 //       GROUP_COLS; else 1), 7 PREFETCH (load the next step's units before multiplying the
-//       current ones, as mul_mat_vec.comp).
+//       current ones, as mul_mat_vec.comp), 8 CHUNK (units per lane per chunk of activations
+//       staged in shared memory, a multiple of UNROLL; see common/matvec.glsl), 9 XPREFETCH
+//       (the next chunk's activation loads ahead, as mul_mat_vec.comp).
 // Variants: SUBGROUP_REDUCE combines the lanes with subgroupShuffleXor, otherwise shared memory.
-// Numerics (R5): each (t, j) is the canonical reduction of common/quants.glsl, exactly the loop of
-//       mul_mat_vec.comp (LANES = 8 lanes per row, lane l sums units l, l+8, ... with fma in piece
-//       order, then the butterfly s[l] + s[l^m]): y[t, j] is bit-identical to mul_mat_vec of W_e
-//       with x[t, j], whatever the mode, T, NUM_COLS, WG, NR, UNROLL, PREFETCH or the variant.
+// Numerics (R5): each (t, j) is the canonical reduction of common/quants.glsl, computed by the
+//       same code as mul_mat_vec.comp (common/matvec.glsl: LANES = 8 lanes per row, lane l sums
+//       units l, l+8, ... in the factored per-run form, then the butterfly s[l] + s[l^m]):
+//       y[t, j] is bit-identical to mul_mat_vec of W_e with x[t, j], whatever the mode, T,
+//       NUM_COLS, WG, NR, UNROLL, PREFETCH or the variant.
 //       WEIGHTED and COMBINE both sum weights[t, j] * y[t, j] in increasing j with separate (uncontracted)
 //       multiply and add from +0, then add that to the old y when ACCUMULATE: a token's result is
 //       the same bits through the decode path and the prefill path.
@@ -62,6 +65,8 @@ layout(constant_id = 4) const bool ACCUMULATE = false;
 layout(constant_id = 5) const bool GROUPED = false;
 layout(constant_id = 6) const uint NUM_COLS = 1;
 layout(constant_id = 7) const bool PREFETCH = true;
+layout(constant_id = 8) const uint CHUNK = 2;  // units per lane per staged activation chunk
+layout(constant_id = 9) const bool XPREFETCH = false;  // stage the next chunk ahead
 
 layout(std430, binding = 0) readonly restrict buffer WA { uint w32[]; };
 layout(std430, binding = 0) readonly restrict buffer WB { uvec4 w128[]; };
@@ -102,96 +107,18 @@ void main() {
 }
 #else
 
-#ifndef SUBGROUP_REDUCE
-shared float red[WG * NR * NUM_COLS];
-#endif
+#include "matvec.glsl"
 
 // res[i][c] = the canonical dot product of row row0 + i of the expert at byte ebase with the
 // column at vec4 index xb4[c], for c < ncols (uniform; later columns are left 0, not computed:
 // a partial work item costs only its columns' arithmetic). Rows past the end repeat the last
-// row (not stored). Every invocation of the workgroup must call it (the shared-memory butterfly
-// has barriers).
+// row (not stored). Every invocation of the workgroup must call it (barriers).
 void dot_rows(uint ebase, uint row0, uint lane, uint xb4[NUM_COLS], uint ncols,
               out float res[NR][NUM_COLS]) {
-    precise float acc[NR][NUM_COLS];
     uint row_off[NR];
     [[unroll]] for (uint i = 0; i < NR; i++)
         row_off[i] = ebase + min(row0 + i, p.rows - 1u) * p.row_bytes;
-    [[unroll]] for (uint i = 0; i < NR; i++)
-        [[unroll]] for (uint c = 0; c < NUM_COLS; c++) acc[i][c] = 0.0;
-
-    const uint nunits = p.K / UNIT_ELEMS;
-    const uint STEP = LANES * UNROLL;
-    // raw: the UNROLL units (of NR rows) being multiplied, units base + lane + jj*8; with
-    // PREFETCH the next step's loads are issued before that work (software pipelining). Unit
-    // indices are clamped: reads past the end repeat the last unit.
-    Raw raw[UNROLL][NR];
-    [[unroll]] for (uint jj = 0; jj < UNROLL; jj++) {
-        const uint u = min(lane + jj * LANES, nunits - 1u);
-        [[unroll]] for (uint i = 0; i < NR; i++) raw[jj][i] = load_raw(row_off[i], u);
-    }
-    // The trip count is the same for the 8 lanes of a row (and the whole workgroup): they stay
-    // converged up to the subgroup shuffles; idle lanes of the last step skip the arithmetic.
-    for (uint base = 0; base < nunits; base += STEP) {
-        Raw nxt[UNROLL][NR];
-        if (PREFETCH) {
-            [[unroll]] for (uint jj = 0; jj < UNROLL; jj++) {
-                const uint u = min(base + STEP + lane + jj * LANES, nunits - 1u);
-                [[unroll]] for (uint i = 0; i < NR; i++) nxt[jj][i] = load_raw(row_off[i], u);
-            }
-        }
-        [[unroll]] for (uint jj = 0; jj < UNROLL; jj++) {
-            const uint u = base + lane + jj * LANES;
-            if (u < nunits) {
-                [[unroll]] for (uint pc = 0; pc < UNIT_PIECES; pc++) {
-                    const uint k4 = piece_k(u, pc) >> 2;
-                    vec4 wv[NR];
-                    [[unroll]] for (uint i = 0; i < NR; i++) wv[i] = dq_piece(raw[jj][i], u, pc);
-                    [[unroll]] for (uint c = 0; c < NUM_COLS; c++) {
-                        if (c >= ncols) break;
-                        const vec4 xv = x4[xb4[c] + k4];
-                        [[unroll]] for (uint i = 0; i < NR; i++) {
-                            acc[i][c] = fma(wv[i].x, xv.x, acc[i][c]);
-                            acc[i][c] = fma(wv[i].y, xv.y, acc[i][c]);
-                            acc[i][c] = fma(wv[i].z, xv.z, acc[i][c]);
-                            acc[i][c] = fma(wv[i].w, xv.w, acc[i][c]);
-                        }
-                    }
-                }
-            }
-        }
-        if (PREFETCH) {
-            [[unroll]] for (uint jj = 0; jj < UNROLL; jj++)
-                [[unroll]] for (uint i = 0; i < NR; i++) raw[jj][i] = nxt[jj][i];
-        } else if (base + STEP < nunits) {
-            [[unroll]] for (uint jj = 0; jj < UNROLL; jj++) {
-                const uint u = min(base + STEP + lane + jj * LANES, nunits - 1u);
-                [[unroll]] for (uint i = 0; i < NR; i++) raw[jj][i] = load_raw(row_off[i], u);
-            }
-        }
-    }
-
-    // Canonical butterfly (as mul_mat_vec.comp): after m = 1 all 8 lanes hold the row's sum.
-#ifdef SUBGROUP_REDUCE
-    [[unroll]] for (uint m = LANES / 2u; m > 0u; m >>= 1)
-        [[unroll]] for (uint i = 0; i < NR; i++)
-            [[unroll]] for (uint c = 0; c < NUM_COLS; c++)
-                acc[i][c] = acc[i][c] + subgroupShuffleXor(acc[i][c], m);
-#else
-    const uint tid = gl_LocalInvocationID.x;
-    [[unroll]] for (uint m = LANES / 2u; m > 0u; m >>= 1) {
-        [[unroll]] for (uint i = 0; i < NR; i++)
-            [[unroll]] for (uint c = 0; c < NUM_COLS; c++)
-                red[(tid * NR + i) * NUM_COLS + c] = acc[i][c];
-        barrier();
-        [[unroll]] for (uint i = 0; i < NR; i++)
-            [[unroll]] for (uint c = 0; c < NUM_COLS; c++)
-                acc[i][c] = acc[i][c] + red[((tid ^ m) * NR + i) * NUM_COLS + c];
-        barrier();
-    }
-#endif
-    [[unroll]] for (uint i = 0; i < NR; i++)
-        [[unroll]] for (uint c = 0; c < NUM_COLS; c++) res[i][c] = acc[i][c];
+    mv_dot(row_off, xb4, ncols, p.K / UNIT_ELEMS, lane, res);
 }
 
 void main() {

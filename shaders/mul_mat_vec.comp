@@ -11,13 +11,20 @@
 // Push: rows, K, row_bytes (bytes per weight row), x_stride, y_stride, r_stride (in floats).
 // Spec: 0 WG (invocations), 1 NR (rows per invocation), 2 NUM_COLS (1..8), 3 UNROLL (units per
 //       lane per loop step, loaded together), 4 ADD_RESIDUAL, 5 PREFETCH (load the next step's
-//       units before multiplying the current ones: software pipelining).
+//       units before multiplying the current ones: software pipelining), 6 CHUNK (units per lane
+//       per chunk of activations staged in shared memory; a multiple of UNROLL), 7 XPREFETCH
+//       (issue the next chunk's activation loads before the current chunk's arithmetic).
 // Variants: SUBGROUP_REDUCE combines the lanes with subgroupShuffleXor; without it, through shared
 //       memory. Both compute the same canonical butterfly, so the bits are the same.
-// Numerics (R5): LANES (=8) lanes per row follow the canonical order of common/quants.glsl; WG,
-//       NR, UNROLL, PREFETCH, NUM_COLS and the variant change the speed, never the bits. mul_mat.comp
-//       computes the same bits for the same column.
+// Shared memory: one chunk of activations (common/matvec.glsl), NUM_COLS·CHUNK·8·UNIT_ELEMS
+//       floats (+ the run sums of the types with a block minimum, + the reduction without
+//       SUBGROUP_REDUCE).
+// Numerics (R5): LANES (=8) lanes per row follow the canonical order of common/quants.glsl (the
+//       factored per-run form for quantized types); WG, NR, UNROLL, PREFETCH, NUM_COLS and the
+//       variant change the speed, never the bits. mul_mat.comp and mul_mat_id.comp compute the
+//       same bits for the same column.
 // Contract: K % UNIT_ELEMS == 0 (and a whole number of blocks); x_stride % 4 == 0; WG % 8 == 0;
+//       CHUNK % UNROLL == 0;
 //       with SUBGROUP_REDUCE, WG a multiple of the subgroup size and subgroups of at least 8;
 //       grid: ceil(rows / (NR * WG / 8)) workgroups, laid out as gx * gy with gx <= 65535
 //       (workgroup id = y * gx + x; ids past the end exit).
@@ -34,6 +41,8 @@ layout(constant_id = 2) const uint NUM_COLS = 1;
 layout(constant_id = 3) const uint UNROLL = 2;
 layout(constant_id = 4) const bool ADD_RESIDUAL = false;
 layout(constant_id = 5) const bool PREFETCH = true;
+layout(constant_id = 6) const uint CHUNK = 2;  // units per lane per staged activation chunk
+layout(constant_id = 7) const bool XPREFETCH = false;  // stage the next chunk ahead
 
 layout(std430, binding = 0) readonly restrict buffer WA { uint w32[]; };
 layout(std430, binding = 0) readonly restrict buffer WB { uvec4 w128[]; };
@@ -50,10 +59,7 @@ layout(push_constant) uniform Push {
 } p;
 
 #include "quants.glsl"
-
-#ifndef SUBGROUP_REDUCE
-shared float red[WG * NR * NUM_COLS];
-#endif
+#include "matvec.glsl"
 
 void main() {
     quants_init();
@@ -72,83 +78,11 @@ void main() {
     const uint row0 = (wg * GROUPS + group) * NR;
     uint row_off[NR];
     [[unroll]] for (uint i = 0; i < NR; i++) row_off[i] = min(row0 + i, p.rows - 1u) * p.row_bytes;
+    uint xb4[NUM_COLS];
+    [[unroll]] for (uint c = 0; c < NUM_COLS; c++) xb4[c] = c * (p.x_stride >> 2);
 
-    precise float acc[NR][NUM_COLS];
-    [[unroll]] for (uint i = 0; i < NR; i++)
-        [[unroll]] for (uint c = 0; c < NUM_COLS; c++) acc[i][c] = 0.0;
-
-    const uint nunits = p.K / UNIT_ELEMS;
-    const uint xs4 = p.x_stride >> 2;
-    const uint STEP = LANES * UNROLL;
-    // raw: the UNROLL units (of NR rows) being multiplied, units base + lane + j*8; with PREFETCH
-    // the next step's loads are issued before that work, so memory latency overlaps the
-    // arithmetic even with one or two warps per SM. Unit indices are clamped: reads past the
-    // end repeat the last unit.
-    Raw raw[UNROLL][NR];
-    [[unroll]] for (uint j = 0; j < UNROLL; j++) {
-        const uint u = min(lane + j * LANES, nunits - 1u);
-        [[unroll]] for (uint i = 0; i < NR; i++) raw[j][i] = load_raw(row_off[i], u);
-    }
-    // The trip count is the same for the 8 lanes of a row (and the whole workgroup): they stay
-    // converged up to the subgroup shuffles; idle lanes of the last step skip the arithmetic.
-    for (uint base = 0; base < nunits; base += STEP) {
-        Raw nxt[UNROLL][NR];
-        if (PREFETCH) {
-            [[unroll]] for (uint j = 0; j < UNROLL; j++) {
-                const uint u = min(base + STEP + lane + j * LANES, nunits - 1u);
-                [[unroll]] for (uint i = 0; i < NR; i++) nxt[j][i] = load_raw(row_off[i], u);
-            }
-        }
-        [[unroll]] for (uint j = 0; j < UNROLL; j++) {
-            const uint u = base + lane + j * LANES;
-            if (u < nunits) {
-                [[unroll]] for (uint pc = 0; pc < UNIT_PIECES; pc++) {
-                    const uint k4 = piece_k(u, pc) >> 2;
-                    vec4 wv[NR];
-                    [[unroll]] for (uint i = 0; i < NR; i++) wv[i] = dq_piece(raw[j][i], u, pc);
-                    [[unroll]] for (uint c = 0; c < NUM_COLS; c++) {
-                        const vec4 xv = x4[c * xs4 + k4];
-                        [[unroll]] for (uint i = 0; i < NR; i++) {
-                            acc[i][c] = fma(wv[i].x, xv.x, acc[i][c]);
-                            acc[i][c] = fma(wv[i].y, xv.y, acc[i][c]);
-                            acc[i][c] = fma(wv[i].z, xv.z, acc[i][c]);
-                            acc[i][c] = fma(wv[i].w, xv.w, acc[i][c]);
-                        }
-                    }
-                }
-            }
-        }
-        if (PREFETCH) {
-            [[unroll]] for (uint j = 0; j < UNROLL; j++)
-                [[unroll]] for (uint i = 0; i < NR; i++) raw[j][i] = nxt[j][i];
-        } else if (base + STEP < nunits) {
-            [[unroll]] for (uint j = 0; j < UNROLL; j++) {
-                const uint u = min(base + STEP + lane + j * LANES, nunits - 1u);
-                [[unroll]] for (uint i = 0; i < NR; i++) raw[j][i] = load_raw(row_off[i], u);
-            }
-        }
-    }
-
-    // Canonical butterfly: after step m every lane holds s[l] + s[l ^ m] (commutative, so both
-    // lanes of a pair hold the same bits); after m = 1 all 8 lanes hold the row's sum.
-#ifdef SUBGROUP_REDUCE
-    [[unroll]] for (uint m = LANES / 2u; m > 0u; m >>= 1)
-        [[unroll]] for (uint i = 0; i < NR; i++)
-            [[unroll]] for (uint c = 0; c < NUM_COLS; c++)
-                acc[i][c] = acc[i][c] + subgroupShuffleXor(acc[i][c], m);
-#else
-    const uint tid = gl_LocalInvocationID.x;
-    [[unroll]] for (uint m = LANES / 2u; m > 0u; m >>= 1) {
-        [[unroll]] for (uint i = 0; i < NR; i++)
-            [[unroll]] for (uint c = 0; c < NUM_COLS; c++)
-                red[(tid * NR + i) * NUM_COLS + c] = acc[i][c];
-        barrier();
-        [[unroll]] for (uint i = 0; i < NR; i++)
-            [[unroll]] for (uint c = 0; c < NUM_COLS; c++)
-                acc[i][c] = acc[i][c] + red[((tid ^ m) * NR + i) * NUM_COLS + c];
-        barrier();
-    }
-#endif
+    float acc[NR][NUM_COLS];
+    mv_dot(row_off, xb4, NUM_COLS, p.K / UNIT_ELEMS, lane, acc);
 
     // Spread the NR * NUM_COLS stores over the 8 lanes.
     [[unroll]] for (uint i = 0; i < NR; i++) {

@@ -1,4 +1,4 @@
-// GGUF weight blocks -> float32, shared by mul_mat_vec, mul_mat and get_rows.
+// GGUF weight blocks -> float32, shared by mul_mat_vec, mul_mat_id, mul_mat and get_rows.
 // Block layouts follow ggml-common.h (block_q4_0 ... block_iq4_xs); the float arithmetic of each
 // dequantized value follows vkinfer/gguf/quants.py (itself ggml's dequantize_row_*), operation for
 // operation (all of it `precise`), so get_rows reproduces gguf.quants.dequantize bit for bit; the
@@ -13,29 +13,41 @@
 //     block); vkinfer/pipelines passes both from vkinfer/gguf/quants.py, the owner of those facts;
 //   - it calls quants_init() once at the top of main(), by every invocation (IQ4 types fill a
 //     shared-memory codebook there and wait on a barrier);
-//   - DQ_EXACT (get_rows) makes the types with a block minimum (Q4_1, Q5_1, Q2_K, Q4_K, Q5_K)
-//     round twice, d·q then ± m, exactly as numpy/ggml do; without it (the matrix kernels) they
-//     use one fma, one instruction fewer per weight and at least as accurate. Every other type
-//     is numpy-exact either way. (The matrix kernels agree with each other bit for bit in both
-//     cases: they share this code.)
+//   - DQ_EXACT (get_rows) makes dq_piece of the types with a block minimum (Q4_1, Q5_1, Q2_K,
+//     Q4_K, Q5_K) round twice, d·q then ± m, exactly as numpy/ggml do; without it they use one
+//     fma. The matrix kernels use dq_piece only for the float types (exact either way).
 //
 // Canonical decomposition (DESIGN R5; the reduction order every matrix kernel follows):
 //   A row of K weights is cut into UNITS of UNIT_ELEMS elements, numbered u = 0 .. K/UNIT_ELEMS-1.
 //   A unit is what one lane reads per step: a run of contiguous bytes of the row. For F32 a unit
 //   is 4 elements (16 bytes), for F16/BF16 8 elements (16 bytes), for 32-element blocks one block,
 //   for 256-element K-quant super-blocks one eighth of the super-block (its elements form 2 or 4
-//   runs of consecutive k, see piece_k). Lane l of LANES sums units l, l+LANES, l+2·LANES, ... in
-//   increasing u; inside a unit, elements in increasing k, each as acc = fma(w, x, acc) starting
-//   from +0. The LANES partials are then combined by the butterfly s[l] + s[l ^ m], m = LANES/2..1.
-//   LANES is fixed here (not a specialization constant): changing it changes the numbers.
-//   A unit is decoded as UNIT_ELEMS/4 pieces of 4 consecutive k (piece_k gives the first k).
+//   runs of consecutive k, see piece_k). A unit is decoded as UNIT_PIECES = UNIT_ELEMS/4 pieces of
+//   4 consecutive k (piece_k gives the first k); "piece order" is p = 0, 1, ... and, inside a
+//   piece, increasing k. Lane l of LANES sums units l, l+LANES, l+2·LANES, ... in increasing u
+//   into acc (from +0); the LANES partials are then combined by the butterfly s[l] + s[l ^ m],
+//   m = LANES/2..1. LANES is fixed here (not a specialization constant): changing it changes the
+//   numbers. Inside a unit:
+//   - float types (FLOAT_UNITS): acc = fma(w, x, acc) per element in piece order;
+//   - quantized types: the unit's pieces form RUNS runs of RUN_PIECES consecutive pieces, each
+//     with one scale dl and, for the types with a block minimum (HAS_MIN), one offset mn: every
+//     weight of run r is w = dl[r]·q + mn[r], q an exact small integer (q_piece). For r = 0 ..
+//     RUNS-1 and each column:
+//         s = +0;  s = fma(q, x, s)   over the run's elements in piece order
+//         t = +0;  t = t + x          over the same elements, same order      (HAS_MIN)
+//         acc = fma(s, dl[r], acc);  acc = fma(t, mn[r], acc)                  (second: HAS_MIN)
+//     (the factored form: one fma per weight and column instead of a dequantization plus an
+//     fma; t depends only on the column, so the kernels compute it once per column and share it.)
 //
 // Per type this file provides:
 //   struct Raw                 the words one unit needs (loaded with 16-byte loads when aligned)
 //   Raw  load_raw(row_off, u)  row_off: byte offset of the row inside the weight binding
-//   vec4 dq_piece(raw, u, p)   the 4 dequantized weights of piece p (p must be a constant after
-//                              loop unrolling: it indexes the raw words)
+//   vec4 dq_piece(raw, u, p)   the 4 dequantized weights of piece p (get_rows; float types in the
+//                              matrix kernels). p must be a constant after loop unrolling.
 //   uint piece_k(u, p)         k of the first element of piece p of unit u
+//   quantized types also (matrix kernels):
+//   vec4 q_piece(raw, u, p)    the 4 integers q of piece p, as exact floats
+//   void run_scales(raw, u, out float dl[RUNS], out float mn[RUNS])   (mn: 0 unless HAS_MIN)
 
 #define LANES 8u
 
@@ -87,6 +99,12 @@ float s8f(uint b) {
     return r;
 }
 
+// The 4 bytes of w as exact floats, each minus B (bytes < 2^23 - B).
+vec4 bytes_f(uint w, float B) {
+    return vec4(U2F_BIAS(w & 255u, B), U2F_BIAS((w >> 8) & 255u, B),
+                U2F_BIAS((w >> 16) & 255u, B), U2F_BIAS(w >> 24, B));
+}
+
 #if defined(QTYPE_IQ4_NL) || defined(QTYPE_IQ4_XS)
 shared float kvalues_iq4[16];
 void quants_init() {
@@ -100,6 +118,10 @@ void quants_init() {}
 #endif
 
 // ================================================================================================
+#if defined(QTYPE_F32) || defined(QTYPE_F16) || defined(QTYPE_BF16)
+#define FLOAT_UNITS 1
+#endif
+
 #if defined(QTYPE_F32)
 #define UNIT_ELEMS 4u
 struct Raw { uvec4 v; };
@@ -134,10 +156,28 @@ uint piece_k(uint u, uint p) { return 8u * u + 4u * p; }
 // d (f16) @0, qs int8[32] @2; 34 bytes
 #define UNIT_ELEMS 32u
 struct Raw { uint d; uvec4 q0; uvec4 q1; };
+// Nine aligned words cover the 2-aligned block; sh = 16 when it starts at a half word. Branch
+// free: the lanes of a row alternate between the two alignments.
 Raw load_raw(uint row_off, uint u) {
-    uint o = row_off + u * BLOCK_BYTES;
-    Raw r; r.d = ldh(o); r.q0 = ldu4(o + 2u); r.q1 = ldu4(o + 18u);
+    uint o = row_off + u * BLOCK_BYTES, b = o >> 2, sh = (o & 2u) << 3;
+    uint w[9];
+    [[unroll]] for (uint k = 0; k < 9u; k++) w[k] = w32[b + k];
+    uint q[8];
+    [[unroll]] for (uint k = 0; k < 8u; k++)
+        q[k] = sh == 0u ? (w[k] >> 16) | (w[k + 1u] << 16) : w[k + 1u];
+    Raw r;
+    r.d = (w[0] >> sh) & 0xFFFFu;
+    r.q0 = uvec4(q[0], q[1], q[2], q[3]);
+    r.q1 = uvec4(q[4], q[5], q[6], q[7]);
     return r;
+}
+vec4 q_piece(Raw r, uint u, uint p) {  // int8: byte ^ 0x80 is q + 128
+    return bytes_f((p < 4u ? r.q0[p & 3u] : r.q1[p & 3u]) ^ 0x80808080u, 128.0);
+}
+#define RUNS 1u
+void run_scales(Raw r, uint u, out float dl[RUNS], out float mn[RUNS]) {
+    dl[0] = h2f(r.d);
+    mn[0] = 0.0;
 }
 vec4 dq_piece(Raw r, uint u, uint p) {
     float d = h2f(r.d);
@@ -156,6 +196,20 @@ Raw load_raw(uint row_off, uint u) {
     uint o = row_off + u * BLOCK_BYTES;
     Raw r; r.d = ldh(o); r.q = ldu4(o + 2u);
     return r;
+}
+vec4 q_piece(Raw r, uint u, uint p) {
+    uint w = (r.q[p & 3u] >> (4u * (p >> 2))) & 0x0F0F0F0Fu;
+#if defined(QTYPE_Q4_0)
+    return bytes_f(w, 8.0);
+#else
+    return vec4(kvalues_iq4[w & 15u], kvalues_iq4[(w >> 8) & 15u], kvalues_iq4[(w >> 16) & 15u],
+                kvalues_iq4[w >> 24]);
+#endif
+}
+#define RUNS 1u
+void run_scales(Raw r, uint u, out float dl[RUNS], out float mn[RUNS]) {
+    dl[0] = h2f(r.d);
+    mn[0] = 0.0;
 }
 vec4 dq_piece(Raw r, uint u, uint p) {
     float d = h2f(r.d);
@@ -181,6 +235,16 @@ Raw load_raw(uint row_off, uint u) {
     r.q = uvec4(ldw(o + 4u), ldw(o + 8u), ldw(o + 12u), ldw(o + 16u));
     return r;
 }
+vec4 q_piece(Raw r, uint u, uint p) {
+    return bytes_f((r.q[p & 3u] >> (4u * (p >> 2))) & 0x0F0F0F0Fu, 0.0);
+}
+#define RUNS 1u
+#define HAS_MIN 1
+void run_scales(Raw r, uint u, out float dl[RUNS], out float mn[RUNS]) {
+    vec2 dm = unpackHalf2x16(r.dm);
+    dl[0] = dm.x;
+    mn[0] = dm.y;
+}
 vec4 dq_piece(Raw r, uint u, uint p) {
     vec2 dm = unpackHalf2x16(r.dm);
     uint w = r.q[p & 3u] >> (4u * (p >> 2));
@@ -198,6 +262,17 @@ Raw load_raw(uint row_off, uint u) {
     uint o = row_off + u * BLOCK_BYTES;
     Raw r; r.d = ldh(o); r.qh = ldu(o + 2u); r.q = ldu4(o + 6u);
     return r;
+}
+uint q5_word(uint q, uint qh, uint p) {  // the 5-bit quants of piece p, one per byte
+    uint w = (q >> (4u * (p >> 2))) & 0x0F0F0F0Fu;
+    uint h = qh >> (4u * p);  // elements 4p .. 4p+3
+    return w | ((h & 1u) << 4) | ((h & 2u) << 11) | ((h & 4u) << 18) | ((h & 8u) << 25);
+}
+vec4 q_piece(Raw r, uint u, uint p) { return bytes_f(q5_word(r.q[p & 3u], r.qh, p), 16.0); }
+#define RUNS 1u
+void run_scales(Raw r, uint u, out float dl[RUNS], out float mn[RUNS]) {
+    dl[0] = h2f(r.d);
+    mn[0] = 0.0;
 }
 vec4 dq_piece(Raw r, uint u, uint p) {
     float d = h2f(r.d);
@@ -219,6 +294,19 @@ Raw load_raw(uint row_off, uint u) {
     Raw r; r.dm = ldw(o); r.qh = ldw(o + 4u);
     r.q = uvec4(ldw(o + 8u), ldw(o + 12u), ldw(o + 16u), ldw(o + 20u));
     return r;
+}
+vec4 q_piece(Raw r, uint u, uint p) {
+    uint w = (r.q[p & 3u] >> (4u * (p >> 2))) & 0x0F0F0F0Fu;
+    uint h = r.qh >> (4u * p);
+    w |= ((h & 1u) << 4) | ((h & 2u) << 11) | ((h & 4u) << 18) | ((h & 8u) << 25);
+    return bytes_f(w, 0.0);
+}
+#define RUNS 1u
+#define HAS_MIN 1
+void run_scales(Raw r, uint u, out float dl[RUNS], out float mn[RUNS]) {
+    vec2 dm = unpackHalf2x16(r.dm);
+    dl[0] = dm.x;
+    mn[0] = dm.y;
 }
 vec4 dq_piece(Raw r, uint u, uint p) {
     vec2 dm = unpackHalf2x16(r.dm);
@@ -270,6 +358,32 @@ uvec2 scale_min_k4(uvec4 hdr, uint j) {
     return j < 4u ? uvec2(a & 63u, b & 63u)
                   : uvec2((c & 15u) | ((a >> 6) << 4), (c >> 4) | ((b >> 6) << 4));
 }
+vec4 q_piece(Raw r, uint u, uint p) {
+    uint t = u & 7u, run = p >> 2;
+    uint w = (r.q[p & 3u] >> (4u * run)) & 0x0F0F0F0Fu;
+#if defined(QTYPE_Q5_K)
+    w |= ((r.qh[p & 3u] >> (2u * (t >> 1) + run)) & 0x01010101u) << 4;
+#endif
+    return bytes_f(w, 0.0);
+}
+#define RUNS 2u
+#define HAS_MIN 1
+// Run r of part t has sub-block j = 2·(t/2) + r: both runs' 6-bit scales and mins come from the
+// same two bytes of each scale word (bytes 2·((t/2) & 1) and the next), handled as a pair.
+void run_scales(Raw r, uint u, out float dl[RUNS], out float mn[RUNS]) {
+    uint t = u & 7u, sh = (t & 2u) << 3;
+    uint A = (r.hdr.y >> sh) & 0xFFFFu, B = (r.hdr.z >> sh) & 0xFFFFu, C = (r.hdr.w >> sh) & 0xFFFFu;
+    bool hi = t >= 4u;  // j >= 4: low 4 bits in scales[8 + j - 4], high 2 bits on top of bytes j-4
+    uint sc2 = hi ? (C & 0x0F0Fu) | ((A >> 2) & 0x3030u) : A & 0x3F3Fu;
+    uint m2 = hi ? ((C >> 4) & 0x0F0Fu) | ((B >> 2) & 0x3030u) : B & 0x3F3Fu;
+    vec2 dd = unpackHalf2x16(r.hdr.x);
+    precise float d0 = dd.x * u2f(sc2 & 255u), d1 = dd.x * u2f(sc2 >> 8);
+    precise float m0 = dd.y * u2f(m2 & 255u), m1 = dd.y * u2f(m2 >> 8);
+    dl[0] = d0;
+    dl[1] = d1;
+    mn[0] = -m0;
+    mn[1] = -m1;
+}
 vec4 dq_piece(Raw r, uint u, uint p) {
     uint t = u & 7u, run = p >> 2;
     uvec2 sm = scale_min_k4(r.hdr, 2u * (t >> 1) + run);
@@ -298,15 +412,40 @@ uint piece_k(uint u, uint p) {
 // l = 16(j&1) + m; their scales are bytes j and j+4 of the half's 8 scale bytes.
 #define UNIT_ELEMS 32u
 struct Raw { uvec4 ql; uvec4 qh; uint sc0; uint sc1; uint d; };
+// 16 bytes at byte 4b + sh/8 (sh 0 or 16), as five aligned words and branch-free shifts.
+uvec4 ld4s(uint b, uint sh) {
+    uint w0 = w32[b], w1 = w32[b + 1u], w2 = w32[b + 2u], w3 = w32[b + 3u], w4 = w32[b + 4u];
+    return sh == 0u ? uvec4(w0, w1, w2, w3)
+                    : uvec4((w0 >> 16) | (w1 << 16), (w1 >> 16) | (w2 << 16),
+                            (w2 >> 16) | (w3 << 16), (w3 >> 16) | (w4 << 16));
+}
 Raw load_raw(uint row_off, uint u) {
     uint o = row_off + (u >> 3) * BLOCK_BYTES, t = u & 7u, h = t >> 2, j = t & 3u;
+    uint b = o >> 2, sh = (o & 2u) << 3;
     Raw r;
-    r.ql = ldu4(o + 64u * h + 16u * j);
-    r.qh = ldu4(o + 128u + 32u * h + 16u * (j & 1u));
-    r.sc0 = ldu(o + 192u + 8u * h);
-    r.sc1 = ldu(o + 196u + 8u * h);
-    r.d = ldh(o + 208u);
+    r.ql = ld4s(b + 16u * h + 4u * j, sh);
+    r.qh = ld4s(b + 32u + 8u * h + 4u * (j & 1u), sh);
+    uint s0 = w32[b + 48u + 2u * h], s1 = w32[b + 49u + 2u * h], s2 = w32[b + 50u + 2u * h];
+    r.sc0 = sh == 0u ? s0 : (s0 >> 16) | (s1 << 16);
+    r.sc1 = sh == 0u ? s1 : (s1 >> 16) | (s2 << 16);
+    r.d = (w32[b + 52u] >> sh) & 0xFFFFu;
     return r;
+}
+vec4 q_piece(Raw r, uint u, uint p) {
+    uint j = u & 3u, run = p >> 2, k = (j >> 1) + 2u * run;
+    uint w = ((r.ql[p & 3u] >> (4u * run)) & 0x0F0F0F0Fu)
+           | (((r.qh[p & 3u] >> (2u * k)) & 0x03030303u) << 4);
+    return bytes_f(w, 32.0);
+}
+#define RUNS 2u
+void run_scales(Raw r, uint u, out float dl[RUNS], out float mn[RUNS]) {
+    uint j = u & 3u;
+    float d = h2f(r.d);
+    precise float d0 = d * s8f(byte_of(r.sc0, j)), d1 = d * s8f(byte_of(r.sc1, j));
+    dl[0] = d0;
+    dl[1] = d1;
+    mn[0] = 0.0;
+    mn[1] = 0.0;
 }
 vec4 dq_piece(Raw r, uint u, uint p) {
     uint j = u & 3u, run = p >> 2, k = (j >> 1) + 2u * run;
@@ -340,6 +479,21 @@ Raw load_raw(uint row_off, uint u) {
     r.dd = ldw(o + 80u);
     return r;
 }
+vec4 q_piece(Raw r, uint u, uint p) {
+    return bytes_f((r.q[p & 1u] >> (2u * (p >> 1))) & 0x03030303u, 0.0);
+}
+#define RUNS 4u
+#define HAS_MIN 1
+void run_scales(Raw r, uint u, out float dl[RUNS], out float mn[RUNS]) {
+    uint g = u & 3u;
+    vec2 dd = unpackHalf2x16(r.dd);
+    [[unroll]] for (uint s = 0; s < RUNS; s++) {
+        uint sc = byte_of(s < 2u ? r.sc.x : r.sc.y, (2u * s + (g >> 1)) & 3u);
+        precise float d = dd.x * u2f(sc & 15u), m = dd.y * u2f(sc >> 4);
+        dl[s] = d;
+        mn[s] = -m;
+    }
+}
 vec4 dq_piece(Raw r, uint u, uint p) {
     uint g = u & 3u, s = p >> 1;
     uint sb = 2u * s + (g >> 1);  // sub-block index within the half
@@ -362,6 +516,26 @@ Raw load_raw(uint row_off, uint u) {
     r.sc = uvec3(ldu(o + 96u), ldu(o + 100u), ldu(o + 104u));
     r.d = ldh(o + 108u);
     return r;
+}
+vec4 q_piece(Raw r, uint u, uint p) {
+    uint t = u & 7u, h = t >> 2, s = p >> 1;
+    uint w = (r.q[p & 1u] >> (2u * s)) & 0x03030303u;
+    w |= ((r.hm[p & 1u] >> (4u * h + s)) & 0x01010101u) << 2;  // low2 + 4*hbit, minus 4
+    return bytes_f(w, 4.0);
+}
+#define RUNS 4u
+void run_scales(Raw r, uint u, out float dl[RUNS], out float mn[RUNS]) {
+    uint t = u & 7u, h = t >> 2, g = t & 3u;
+    uvec4 sc4 = uvec4(r.sc, 0u);
+    float d = h2f(r.d);
+    [[unroll]] for (uint s = 0; s < RUNS; s++) {
+        uint i = 8u * h + 2u * s + (g >> 1);  // sub-block 0..15
+        uint lo = (byte4(sc4, i & 7u) >> (4u * (i >> 3))) & 15u;
+        uint hi = (byte4(sc4, 8u + (i & 3u)) >> (2u * (i >> 2))) & 3u;
+        precise float v = d * U2F_BIAS(lo | (hi << 4), 32.0);
+        dl[s] = v;
+        mn[s] = 0.0;
+    }
 }
 vec4 dq_piece(Raw r, uint u, uint p) {
     uint t = u & 7u, h = t >> 2, g = t & 3u, s = p >> 1;
@@ -396,6 +570,19 @@ Raw load_raw(uint row_off, uint u) {
     r.q = uvec4(ldw(qo), ldw(qo + 4u), ldw(qo + 8u), ldw(qo + 12u));
     return r;
 }
+vec4 q_piece(Raw r, uint u, uint p) {
+    uint w = (r.q[p & 3u] >> (4u * (p >> 2))) & 0x0F0F0F0Fu;
+    return vec4(kvalues_iq4[w & 15u], kvalues_iq4[(w >> 8) & 15u], kvalues_iq4[(w >> 16) & 15u],
+                kvalues_iq4[w >> 24]);
+}
+#define RUNS 1u
+void run_scales(Raw r, uint u, out float dl[RUNS], out float mn[RUNS]) {
+    uint t = u & 7u;
+    uint ls = ((byte_of(r.sl, t >> 1) >> (4u * (t & 1u))) & 15u) | (((r.dh >> (16u + 2u * t)) & 3u) << 4);
+    precise float v = h2f(r.dh) * U2F_BIAS(ls, 32.0);
+    dl[0] = v;
+    mn[0] = 0.0;
+}
 vec4 dq_piece(Raw r, uint u, uint p) {
     uint t = u & 7u;
     uint ls = ((byte_of(r.sl, t >> 1) >> (4u * (t & 1u))) & 15u) | (((r.dh >> (16u + 2u * t)) & 3u) << 4);
@@ -412,3 +599,6 @@ uint piece_k(uint u, uint p) { return 256u * (u >> 3) + 32u * (u & 7u) + 4u * p;
 #endif
 
 #define UNIT_PIECES (UNIT_ELEMS / 4u)
+#ifndef FLOAT_UNITS
+#define RUN_PIECES (UNIT_PIECES / RUNS)
+#endif

@@ -14,11 +14,13 @@ from vkinfer import ops
 from vkinfer.gguf import quants
 
 N = 33
-# GPU defaults (NR=2, UNROLL=2, PREFETCH; CPU devices: 1, 1, off) and extremes of each tunable
+# GPU defaults (mul_mat_vec.default_spec; CPU devices: WG 64, NR 1, UNROLL 1, no prefetch) and
+# extremes of each tunable, CHUNK (staged activations per lane) from one unit to the whole row
 CONFIGS_MV = [
-    {"WG": 64, "NR": 2, "UNROLL": 2, "PREFETCH": True},
-    {"WG": 128, "NR": 4, "UNROLL": 1, "PREFETCH": True},
-    {"WG": 32, "UNROLL": 4},
+    {"WG": 128, "NR": 4, "UNROLL": 2, "PREFETCH": True},
+    {"WG": 64, "NR": 2, "UNROLL": 1, "PREFETCH": False, "CHUNK": 1},
+    {"WG": 128, "NR": 4, "UNROLL": 1, "PREFETCH": True, "CHUNK": 3, "XPREFETCH": True},
+    {"WG": 32, "UNROLL": 4, "CHUNK": 8, "XPREFETCH": True},
 ]
 CONFIGS_MM = [
     {"BM": 64, "BN": 32, "TM": 8, "TN": 8, "SLAB": 8},

@@ -2,9 +2,7 @@
 every weight type, token counts 1, 9 and 33 (partial column tiles), odd row counts (partial row
 tiles), the smallest legal K (some lane groups idle), other tile shapes, and the residual epilogue.
 
-Tolerance: the same as test_mul_mat_vec.py, 2^-24·[(K/8 + 4)·Σ|w·x| + 2·Σ|x|·(|w| + |m|)]: exact
-products inside fma, K/8 fma roundings per lane group and 3 tree adds, plus the one-fma
-dequantization of the types with a block minimum (numpy rounds twice).
+Tolerance: mul_mat_vec.error_bound (the same canonical reduction; see test_mul_mat_vec.py).
 """
 
 from __future__ import annotations
@@ -19,38 +17,18 @@ from vkinfer.pipelines import mul_mat as k
 from vkinfer.pipelines import mul_mat_vec as kv
 
 TYPES = [t.name.lower() for t in kv.TYPES]
-U = 2.0**-24
 
 
 def _min_k(t) -> int:
     return max(quants.type_info(t).block_size, kv.unit_elems(t))
 
 
-def _min_part(w_raw, t):
-    """|m| per element: W dequantized with its quant bits zeroed (the block minimum or offset)."""
-    info = quants.type_info(t)
-    if not info.quantized:
-        return 0.0
-    z = np.ascontiguousarray(w_raw).copy()
-    b = z.reshape(-1).view(info.block_dtype())
-    for f in ("qs", "qh", "ql", "hmask"):
-        if f in b.dtype.names:
-            b[f] = 0
-    return np.abs(quants.dequantize(z, t).astype(np.float64))
-
-
 def _check(y, w_raw, t, x, residual=None):
     w = quants.dequantize(w_raw, t).astype(np.float64)
-    x64 = np.atleast_2d(x).astype(np.float64)
-    ref = x64 @ w.T
-    n = w.shape[1] / 8 + 4
-    bound = n * (np.abs(x64) @ np.abs(w).T)
-    # the kernels dequantize d·q − m with one fma where numpy rounds twice: <= 2 ulp per weight
-    bound += 2 * (np.abs(x64) @ (np.abs(w) + _min_part(w_raw, t)).T)
+    ref = np.atleast_2d(x).astype(np.float64) @ w.T
     if residual is not None:
         ref = ref + residual
-        bound = bound + np.abs(residual)
-    tol = U * bound + 1e-30
+    tol = kv.error_bound(w_raw, t, x, residual)
     err = np.abs(y.astype(np.float64) - ref)
     assert y.shape == ref.shape and y.dtype == np.float32
     assert np.all(np.isfinite(y))

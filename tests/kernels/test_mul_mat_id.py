@@ -1,11 +1,10 @@
 """mul_mat_id (MoE expert matvec) vs its float64 reference and, bit for bit, vs mul_mat_vec on
 the selected expert's slice, on lavapipe.
 
-Tolerances: the dequantized weights are exact (quants.glsl reproduces gguf dequantization bit for
-bit), so the only error is the float32 dot product: each of the 8 lanes sums K/8 products with fma
-and the butterfly adds 3 levels, so |y - y64| <= (K/8 + 4)·2⁻²⁴·Σ|w||x| (first-order bound of
-recursive summation). The weighted sum adds k + 2 roundings, scaled by Σ|weights|. The bitwise
-checks are exact (R5: a column's bits do not depend on the batch or on the kernel that ran it).
+Tolerances: each (t, j) is the canonical reduction of mul_mat_vec, bounded by
+mul_mat_vec.error_bound (derived there: exact products inside fma, float32 summation chains).
+The weighted sum adds k + 2 roundings of terms at most |weight|·(|y| + bound). The bitwise checks
+are exact (R5: a column's bits do not depend on the batch or on the kernel that ran it).
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from vkinfer.gguf import quants
 from vkinfer.ops import moe_route, mul_mat_id, mul_mat_id_weighted, mul_mat_vec
 from vkinfer.pipelines import moe_route as route_k
 from vkinfer.pipelines import mul_mat_id as k
-from vkinfer.pipelines.mul_mat_vec import TYPES, unit_elems
+from vkinfer.pipelines.mul_mat_vec import TYPES, error_bound, unit_elems
 from vkinfer.runtime.graph import RecordedGraph
 
 EPS = 2.0**-24
@@ -39,13 +38,19 @@ def _experts(t, rng, n_expert=E, rows=ROWS, K=None):
 
 
 def _bound(raw, t, x, ids, extra=0):
-    """Per-output error bound (K/8 + 4 + extra)·eps·Σ|w||x| for y [T, k, rows]."""
-    w = np.abs(quants.dequantize(raw, t).astype(np.float64))
-    xs = np.abs(x.astype(np.float64))
-    if xs.ndim == 2:
-        xs = np.broadcast_to(xs[:, None, :], ids.shape + xs.shape[-1:])
-    K = w.shape[-1]
-    return (K / 8 + 4 + extra) * EPS * np.einsum("tjrk,tjk->tjr", w[ids], xs) + 1e-30
+    """Per-output error bound for y [T, k, rows]: mul_mat_vec.error_bound of each (t, j), plus
+    `extra` roundings of Σ|w||x| (the weighted sum's)."""
+    T, kk = ids.shape
+    out = np.empty((T, kk, raw.shape[1]))
+    for tt in range(T):
+        for j in range(kk):
+            xt = x[tt] if x.ndim == 2 else x[tt, j]
+            w = raw[ids[tt, j]]
+            out[tt, j] = error_bound(w, t, xt[None])[0]
+            if extra:
+                wd = np.abs(quants.dequantize(w, t).astype(np.float64))
+                out[tt, j] += extra * EPS * (wd @ np.abs(xt.astype(np.float64)))
+    return out
 
 
 def _mul_mat_vec_bits(raw, t, x, ids):
@@ -108,7 +113,9 @@ def test_tunables_and_variants_do_not_change_bits(device, rng, t):
     reduces = ["shmem"] + (["subgroup"] if k.variant_for(device.info, t) == t.name.lower() else [])
     for reduce in reduces:
         for wg, nr, un, pf in ((32, 1, 2, True), (128, 4, 1, False), (64, 1, 4, False)):
-            y = mul_mat_id(raw, t, x, ids, reduce=reduce, WG=wg, NR=nr, UNROLL=un, PREFETCH=pf)
+            y = mul_mat_id(
+                raw, t, x, ids, reduce=reduce, WG=wg, NR=nr, UNROLL=un, PREFETCH=pf, XPREFETCH=pf
+            )
             np.testing.assert_array_equal(
                 y.view(np.uint32), want, err_msg=f"{reduce} {wg=} {nr=} {un=}"
             )

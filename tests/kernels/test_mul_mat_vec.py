@@ -2,12 +2,12 @@
 checked against the gguf package), for every weight type, 1..8 columns, odd row counts, the
 smallest legal K, both reduction variants, the residual/bias epilogue and grids split in y.
 
-Tolerance: |y - ref| <= 2^-24·[(K/8 + 4)·Σ_k|w·x| + 2·Σ_k|x|·(|w| + |m|)] (+ 2^-24·|residual|).
-Each product is exact inside the fma, so the main error is f32 summation: a chain of K/8 fmas
-per lane, then 3 butterfly adds — the classic bound γ_n·Σ|terms| with n = K/8 + 3 roundings,
-plus one for slack. The second term covers the dequantization: the kernels compute d·q − m with
-one fma where numpy (the reference) rounds twice, at most 2 ulp of |w| + |m| apart per weight
-(m: the block minimum or offset); every other weight type is numpy-exact.
+Tolerance: mul_mat_vec.error_bound, derived from the canonical form (quants.glsl): every product
+is exact inside its fma, so the error is f32 summation, at most n·2^-24·Σ|terms| for a chain of n
+roundings. Float types: K/8 fmas per lane and 3 butterfly adds, n = K/8 + 4 over Σ|w·x|.
+Quantized types (factored per run of one scale): a run of RE elements is a chain of RE fmas
+(Σq·x) and RE adds (Σx), each run adds 2 fmas to the lane's chain, then the butterfly; all terms
+are at most |x|·(|w| + 2|mn|) (mn: the block minimum), n = RE + 2·RUNS·⌈units/8⌉ + 5.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from vkinfer.pipelines import mul_mat_vec as k
 from vkinfer.vk.commands import one_shot
 
 TYPES = [t.name.lower() for t in k.TYPES]
-U = 2.0**-24
 
 
 def _min_k(t) -> int:
@@ -34,31 +33,12 @@ def _weights(rng, t, rows, K):
     return quants.random_blocks(t, rows, K, rng)
 
 
-def _min_part(w_raw, t):
-    """|m| per element: W dequantized with its quant bits zeroed (the block minimum or offset)."""
-    info = quants.type_info(t)
-    if not info.quantized:
-        return 0.0
-    z = np.ascontiguousarray(w_raw).copy()
-    b = z.reshape(-1).view(info.block_dtype())
-    for f in ("qs", "qh", "ql", "hmask"):
-        if f in b.dtype.names:
-            b[f] = 0
-    return np.abs(quants.dequantize(z, t).astype(np.float64))
-
-
 def _check(y, w_raw, t, x, residual=None):
     w = quants.dequantize(w_raw, t).astype(np.float64)
-    x64 = np.atleast_2d(x).astype(np.float64)
-    ref = x64 @ w.T
-    n = w.shape[1] / 8 + 4
-    bound = n * (np.abs(x64) @ np.abs(w).T)
-    # the kernels dequantize d·q − m with one fma where numpy rounds twice: <= 2 ulp per weight
-    bound += 2 * (np.abs(x64) @ (np.abs(w) + _min_part(w_raw, t)).T)
+    ref = np.atleast_2d(x).astype(np.float64) @ w.T
     if residual is not None:
         ref = ref + residual
-        bound = bound + np.abs(residual)
-    tol = U * bound + 1e-30
+    tol = k.error_bound(w_raw, t, x, residual)
     err = np.abs(y.astype(np.float64) - ref)
     assert y.shape == ref.shape and y.dtype == np.float32
     assert np.all(np.isfinite(y))
@@ -75,7 +55,10 @@ def test_every_type(rng, t):
         _check(ops.mul_mat_vec(w, t, x), w, t, x)
 
 
-GPU_DEFAULTS = {"WG": 64, "NR": 2, "UNROLL": 2, "PREFETCH": True}  # CPU devices use 1, 1, off
+# The GPU defaults (mul_mat_vec.default_spec) of 1 column, few rows (many rows: WG 128, NR 4,
+# UNROLL 1): CPU devices use WG 64, NR 1, UNROLL 1, no prefetch. CHUNK follows the row
+# (default_chunk); 4 here: several chunks per row.
+GPU_DEFAULTS = {"WG": 64, "NR": 2, "UNROLL": 2, "PREFETCH": True, "CHUNK": 4}
 
 
 @pytest.mark.parametrize("t", ["q4_k", "q6_k", "q8_0", "f16", "q3_k", "iq4_nl"])
@@ -89,6 +72,46 @@ def test_gpu_defaults(rng, t):
         y = ops.mul_mat_vec(w, t, x, **GPU_DEFAULTS)
         _check(y, w, t, x)
         np.testing.assert_array_equal(y.view(np.uint32), ops.mul_mat_vec(w, t, x).view(np.uint32))
+
+
+def test_default_spec_fits_and_chunks():
+    """default_spec gives a valid configuration on a GPU-like device for every type, column
+    count and shape class (CHUNK a multiple of UNROLL, shared memory within 48 KiB)."""
+
+    class Gpu:
+        type, max_compute_shared_memory = "discrete", 48 << 10
+        max_workgroup_invocations, max_workgroup_size = 1024, (1024, 1024, 64)
+        min_subgroup_size = max_subgroup_size = 32
+
+    for t in k.TYPES:
+        for nc in range(1, 9):
+            for rows, K in ((4096, 4096), (14336, 4096), (4096, 14336), (248320, 5120)):
+                spec = {**k.KERNEL.defaults(Gpu), **k.default_spec(Gpu, t, nc, rows, K)}
+                spec["NUM_COLS"] = nc
+                k._contract(spec, Gpu)
+                for v in (t.name.lower(), f"{t.name.lower()}_shmem"):
+                    k._variant_contract(v, spec, Gpu)
+
+
+def test_runs_match_the_shader():
+    """runs() mirrors quants.glsl's RUNS per type (the error bound and shared memory use it)."""
+    import re
+
+    from vkinfer.paths import shader_dir
+
+    src = (shader_dir() / "common" / "quants.glsl").read_text()
+    # the type blocks: "#if defined(QTYPE_F32)" then "#elif defined(QTYPE_...)" (nested #if
+    # inside a block do not start one)
+    blocks = re.split(r"^#(?:elif defined\(|if defined\((?=QTYPE_F32\)$))", src, flags=re.MULTILINE)
+    blocks = blocks[1:]
+    for b in blocks:
+        if "#define UNIT_ELEMS" not in b:  # not a type's definition block
+            continue
+        names = re.findall(r"QTYPE_(\w+)\)", b.split("\n")[0])
+        m = re.search(r"^#define RUNS (\d)u", b, flags=re.MULTILINE)
+        for n in names:
+            t = quants.parse_type(n.lower())
+            assert k.runs(t) == (int(m.group(1)) if m else 0), n
 
 
 @pytest.mark.parametrize("ncols", range(1, 9))

@@ -5,9 +5,10 @@ each workgroup stages a slab of dequantized weights and activations in shared me
 TM×TN register tile per invocation.
 
 Numerics (R5): the invocations form LANES = 8 groups, group l accumulating exactly the units of
-canonical lane l (see mul_mat_vec.py and quants.glsl) and the 8 partials are combined by the same
-butterfly, so every column is bit-identical to what mul_mat_vec computes for it. BM, BN, TM, TN,
-SLAB and WG only change the speed.
+canonical lane l (see mul_mat_vec.py and quants.glsl; for quantized types the factored per-run
+form, with the run's integers q staged instead of weights and each run's scale and offset beside
+them) and the 8 partials are combined by the same butterfly, so every column is bit-identical to
+what mul_mat_vec computes for it. BM, BN, TM, TN, SLAB and WG only change the speed.
 """
 
 from __future__ import annotations
@@ -16,7 +17,17 @@ import numpy as np
 
 from ..errors import ContractError
 from .kernel import Binding, Kernel, SpecConst, Variant, ceil_div, require
-from .mul_mat_vec import LANES, TYPES, _gpu, _pow2_bucket, reference, type_defines, type_name
+from .mul_mat_vec import (
+    LANES,
+    TYPES,
+    _gpu,
+    _pow2_bucket,
+    reference,
+    runs,
+    type_defines,
+    type_name,
+    unit_elems,
+)
 
 __all__ = ["KERNEL", "dispatch", "pipeline", "reference", "shape_class"]
 
@@ -41,17 +52,32 @@ def _contract(spec, info):
         "(whole weight units per invocation)",
     )
     require(slab in SLABS, f"mul_mat: SLAB={slab} not in {SLABS}")
-    # the largest unit (32 elements) bounds SE by SLAB; lane regions are padded by 4 floats
-    smem = LANES * (slab * (bm + bn) + 8) * 4
-    require(
-        smem <= info.max_compute_shared_memory,
-        f"mul_mat: {smem} bytes of shared memory exceed the device's "
-        f"{info.max_compute_shared_memory}",
-    )
+
     # the lane reduction reuses the slab area: LANES/2 groups × T invocations × TN floats
     require(
         (LANES // 2) * t * tn <= LANES * min(slab, 4) * (bm + bn),
         "mul_mat: the register tile is too large for the reduction area",
+    )
+
+
+def smem_bytes(t, spec: dict) -> int:
+    """Shared memory of one workgroup: per lane, a slab of weights (or integers q) and of
+    activations, padded by 4 floats each, and for quantized types the scale and offset of each
+    (row, run) the slab touches."""
+    se = min(spec["SLAB"], unit_elems(t))
+    n = LANES * (se * (spec["BM"] + spec["BN"]) + 8)
+    if runs(t):
+        re = unit_elems(t) // runs(t)
+        n += 2 * LANES * max(1, se // re) * spec["BM"]
+    return 4 * n
+
+
+def _variant_contract(variant, spec, info):
+    smem = smem_bytes(variant, spec)
+    require(
+        smem <= info.max_compute_shared_memory,
+        f"mul_mat/{variant}: {smem} bytes of shared memory exceed the device's "
+        f"{info.max_compute_shared_memory}",
     )
 
 
@@ -85,6 +111,7 @@ KERNEL = Kernel(
     ),
     variants={t.name.lower(): Variant(type_defines(t)) for t in TYPES},
     contract=_contract,
+    variant_contract=_variant_contract,
     doc="quantized matrix × many vectors (prefill), canonical (batch-invariant) reduction",
 )
 

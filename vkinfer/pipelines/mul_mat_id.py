@@ -22,7 +22,15 @@ from gguf import GGMLQuantizationType as T
 
 from ..gguf import quants
 from .kernel import Binding, Kernel, SpecConst, Variant, ceil_div, require
-from .mul_mat_vec import LANES, TYPES, check_k, type_defines, type_name
+from .mul_mat_vec import (
+    LANES,
+    TYPES,
+    check_k,
+    default_chunk,
+    smem_bytes,
+    type_defines,
+    type_name,
+)
 
 __all__ = [
     "KERNEL",
@@ -53,6 +61,8 @@ def _contract(spec, info):
     )
     require(1 <= nr <= 8, f"mul_mat_id: NR={nr} must be 1..8")
     require(1 <= un <= 8, f"mul_mat_id: UNROLL={un} must be 1..8")
+    ch = spec["CHUNK"]
+    require(ch >= un and ch % un == 0, f"mul_mat_id: CHUNK={ch} must be a multiple of UNROLL={un}")
     require(
         not (spec["WEIGHTED"] and spec["GROUPED"]),
         "mul_mat_id: GROUPED has per-slot output; combine it with the 'combine' variant",
@@ -75,14 +85,15 @@ def _variant_contract(variant, spec, info):
             not spec["WEIGHTED"] and not spec["GROUPED"] and spec["NUM_COLS"] == 1,
             "mul_mat_id/combine: WEIGHTED, GROUPED and NUM_COLS do not apply",
         )
-    elif variant.endswith("_shmem"):
-        need = spec["WG"] * spec["NR"] * spec["NUM_COLS"] * 4
-        require(
-            need <= info.max_compute_shared_memory,
-            f"mul_mat_id/{variant}: {need} bytes of shared memory exceed the device's "
-            f"{info.max_compute_shared_memory}",
-        )
-    else:
+        return
+    shmem = variant.endswith("_shmem")
+    need = smem_bytes(variant.removesuffix("_shmem"), spec, shmem)
+    require(
+        need <= info.max_compute_shared_memory,
+        f"mul_mat_id/{variant}: {need} bytes of shared memory exceed the device's "
+        f"{info.max_compute_shared_memory}",
+    )
+    if not shmem:
         require(
             info.min_subgroup_size >= LANES,
             f"mul_mat_id/{variant}: subgroups of {info.min_subgroup_size} < {LANES} lanes",
@@ -154,6 +165,20 @@ KERNEL = Kernel(
             choices=(False, True),
             doc="issue the next step's loads before the current step's arithmetic",
         ),
+        SpecConst(
+            "CHUNK",
+            8,
+            2,
+            choices=(1, 2, 4, 8, 16),
+            doc="units per lane per chunk of activations staged in shared memory",
+        ),
+        SpecConst(
+            "XPREFETCH",
+            9,
+            False,
+            choices=(False, True),
+            doc="issue the next chunk's activation loads before the current chunk's arithmetic",
+        ),
     ),
     variants=_VARIANTS,
     op_requires=_SUBGROUP_OPS,
@@ -184,8 +209,11 @@ def variant_for(info, w_type, reduce: str | None = None, shape_class: str | None
         return f"{n}_shmem"
     if reduce == "subgroup":
         return n
-    default = n if n in KERNEL.supported_variants(info) and info.min_subgroup_size >= LANES \
+    default = (
+        n
+        if n in KERNEL.supported_variants(info) and info.min_subgroup_size >= LANES
         else f"{n}_shmem"
+    )
     if shape_class is None:
         return default
     from .. import tuning
@@ -209,8 +237,9 @@ def pipeline(
     """The pipeline for one weight type: per-slot output (default), WEIGHTED (+ACCUMULATE), or
     GROUPED with `cols` pairs per work item (the work list's GROUP_COLS). Resolution: spec
     defaults < tuning database (by shape class, when rows, K and n_slots are given) <
-    overrides. Falls back to the shared-memory variant when the subgroup one's contract fails
+    overrides; CHUNK, unless tuned or given, follows UNROLL and K (mul_mat_vec.default_chunk). Falls back to the shared-memory variant when the subgroup one's contract fails
     and `reduce` is not forced."""
+    from .. import tuning
     from ..errors import ContractError
 
     sc = (
@@ -226,12 +255,22 @@ def pipeline(
         "GROUPED": bool(grouped),
         "NUM_COLS": int(cols) if grouped else 1,
     }
+
+    def build(var):
+        values = KERNEL.resolve_spec(device, var, sc, ov)
+        tuned = tuning.lookup(device.info, KERNEL, var, sc) if sc is not None else None
+        if "CHUNK" not in overrides and "CHUNK" not in (tuned or {}):  # follows UNROLL
+            values["CHUNK"] = default_chunk(
+                w_type, values["NUM_COLS"], values["UNROLL"], K, values["WG"], values["XPREFETCH"]
+            )
+        return KERNEL.pipeline(device, var, **values)
+
     try:
-        return KERNEL.pipeline(device, variant, shape_class=sc, **ov)
+        return build(variant)
     except ContractError:
         if reduce is not None or variant.endswith("_shmem"):
             raise
-        return KERNEL.pipeline(device, f"{variant}_shmem", shape_class=sc, **ov)
+        return build(f"{variant}_shmem")
 
 
 def combine_pipeline(device, accumulate: bool = False, **overrides):

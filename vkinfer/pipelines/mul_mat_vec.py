@@ -5,9 +5,14 @@ for all columns. Block layouts: ggml-common.h, decoded by shaders/common/quants.
 come from vkinfer/gguf/quants.py (R1) as the QK / BLOCK_BYTES defines.
 
 Numerics (R5): every output is the canonical reduction of quants.glsl — LANES = 8 lanes per row,
-lane l summing units l, l+8, … with fma in increasing k, then the butterfly s[l] + s[l^m] — so a
-column's bits do not depend on NUM_COLS, WG, NR, UNROLL, PREFETCH, the reduction variant, or on
-whether mul_mat (the tiled prefill kernel) computed it. None of the tunables changes numerics.
+lane l summing units l, l+8, …, each unit of a quantized type in the factored form (per run of
+one scale: s = Σ fma(q, x), then acc = fma(s, dl, acc) and, with a block minimum, acc =
+fma(Σx, mn, acc)), then the butterfly s[l] + s[l^m] — so a column's bits do not depend on
+NUM_COLS, WG, NR, UNROLL, PREFETCH, the reduction variant, or on whether mul_mat (the tiled
+prefill kernel) or mul_mat_id computed it. None of the tunables changes numerics.
+
+Activations are staged in shared memory per step (shaders/common/matvec.glsl), so each
+configuration also needs 2·NUM_COLS·UNROLL·UNIT_ELEMS floats of it (smem_bytes()).
 
 Variants: one per weight type, named like the type ("q4_k"), reducing with subgroup shuffles;
 "<type>_shmem" reduces through shared memory (devices without shuffles or with subgroups < 8).
@@ -63,6 +68,60 @@ def unit_elems(t) -> int:
     return 32
 
 
+# Runs per unit of each quantized type (shaders/common/quants.glsl #define RUNS; a test checks
+# the two agree) and the types with a block minimum (HAS_MIN): the factored canonical form.
+_RUNS = {T.Q4_K: 2, T.Q5_K: 2, T.Q6_K: 2, T.Q2_K: 4, T.Q3_K: 4}
+_HAS_MIN = {T.Q4_1, T.Q5_1, T.Q2_K, T.Q4_K, T.Q5_K}
+
+
+def runs(t) -> int:
+    """Runs per unit (quants.glsl RUNS): the elements sharing one scale inside a unit; 0 for the
+    float types, whose units are plain fma chains."""
+    info = quants.type_info(t)
+    return _RUNS.get(info.type, 1) if info.quantized else 0
+
+
+def has_min(t) -> bool:
+    """Whether a type's weights are dl·q + mn with a block minimum mn (quants.glsl HAS_MIN)."""
+    return quants.type_info(t).type in _HAS_MIN
+
+
+def smem_bytes(t, spec: dict, shmem_reduce: bool) -> int:
+    """Shared memory of one workgroup (common/matvec.glsl): a chunk of staged activations
+    (CHUNK units per lane, every column), the run sums of the types with a minimum, and the
+    lane reduction without shuffles."""
+    nc, ch = spec["NUM_COLS"], spec["CHUNK"]
+    n = nc * ch * LANES * unit_elems(t) * 4
+    if has_min(t):
+        n += nc * ch * runs(t) * LANES * 4
+    if shmem_reduce:
+        n += spec["WG"] * spec["NR"] * nc * 4
+    return n
+
+
+# Shared memory the default chunk may take: the whole row for one column of K <= 4096 (Q4_K:
+# 16 KiB of activations + 1 KiB of run sums), and about that much otherwise (the SM keeps
+# several workgroups resident).
+CHUNK_BYTES = 17 << 10
+
+
+def default_chunk(
+    t, ncols: int, unroll: int, K: int | None, wg: int = 128, xprefetch: bool = False
+) -> int:
+    """Units per lane per staged chunk (common/matvec.glsl): as many as CHUNK_BYTES hold for
+    `ncols` columns (with XPREFETCH: as the `wg` invocations' registers hold a chunk ahead, 8
+    vec4 each), no more than the row needs; a multiple of `unroll`."""
+    nruns = max(runs(t), 1)
+    per_unit = ncols * LANES * unit_elems(t) * 4 + (ncols * nruns * LANES * 4 if has_min(t) else 0)
+    ch = CHUNK_BYTES // per_unit
+    if xprefetch:
+        run_pieces = unit_elems(t) // 4 // nruns
+        ch = min(ch, max(1, 8 // run_pieces) * wg // (ncols * nruns * LANES))
+    if K:
+        ch = min(ch, -(-(K // unit_elems(t)) // LANES))
+    return max(unroll, ch // unroll * unroll)
+
+
 def type_defines(t) -> dict:
     """The #defines that select a weight type in quants.glsl."""
     info = quants.type_info(t)
@@ -111,17 +170,19 @@ def _contract(spec, info):
     require(1 <= nc <= MAX_COLS, f"mul_mat_vec: NUM_COLS={nc} must be 1..{MAX_COLS}")
     require(1 <= nr <= 8, f"mul_mat_vec: NR={nr} must be 1..8")
     require(1 <= un <= 8, f"mul_mat_vec: UNROLL={un} must be 1..8")
+    ch = spec["CHUNK"]
+    require(ch >= un and ch % un == 0, f"mul_mat_vec: CHUNK={ch} must be a multiple of UNROLL={un}")
 
 
 def _variant_contract(variant, spec, info):
-    if variant.endswith("_shmem"):
-        need = spec["WG"] * spec["NR"] * spec["NUM_COLS"] * 4
-        require(
-            need <= info.max_compute_shared_memory,
-            f"mul_mat_vec/{variant}: {need} bytes of shared memory exceed the device's "
-            f"{info.max_compute_shared_memory}",
-        )
-    else:
+    shmem = variant.endswith("_shmem")
+    need = smem_bytes(variant.removesuffix("_shmem"), spec, shmem)
+    require(
+        need <= info.max_compute_shared_memory,
+        f"mul_mat_vec/{variant}: {need} bytes of shared memory exceed the device's "
+        f"{info.max_compute_shared_memory} (fewer NUM_COLS x UNROLL)",
+    )
+    if not shmem:
         require(
             info.min_subgroup_size >= LANES,
             f"mul_mat_vec/{variant}: subgroups of {info.min_subgroup_size} < {LANES} lanes",
@@ -163,10 +224,12 @@ KERNEL = Kernel(
         ]
     ),
     spec=(
-        SpecConst("WG", 0, 64, choices=(32, 64, 128, 256), doc="invocations (8 lanes per row)"),
-        SpecConst("NR", 1, _gpu(2, 1), choices=(1, 2, 4), doc="rows per invocation (x reuse)"),
+        # WG, NR, UNROLL, PREFETCH: pipeline() takes default_spec() (per type and columns) over
+        # these, which are what a bare KERNEL.pipeline() gets
+        SpecConst("WG", 0, _gpu(128, 64), choices=(32, 64, 128, 256), doc="invocations"),
+        SpecConst("NR", 1, _gpu(4, 1), choices=(1, 2, 4), doc="rows per invocation (x reuse)"),
         SpecConst("NUM_COLS", 2, 1, doc="activation columns, 1..8 (set by the caller)"),
-        SpecConst("UNROLL", 3, _gpu(2, 1), choices=(1, 2, 4), doc="units loaded ahead per lane"),
+        SpecConst("UNROLL", 3, 1, choices=(1, 2, 4), doc="units loaded ahead per lane"),
         SpecConst("ADD_RESIDUAL", 4, False, doc="y = W x + residual"),
         SpecConst(
             "PREFETCH",
@@ -175,6 +238,20 @@ KERNEL = Kernel(
             choices=(False, True),
             doc="load the next units while multiplying the current ones",
         ),
+        SpecConst(
+            "CHUNK",
+            6,
+            2,
+            choices=(1, 2, 4, 8, 16, 32),
+            doc="units per lane per chunk of activations staged in shared memory",
+        ),
+        SpecConst(
+            "XPREFETCH",
+            7,
+            False,
+            choices=(False, True),
+            doc="issue the next chunk's activation loads before the current chunk's arithmetic",
+        ),
     ),
     variants=_VARIANTS,
     op_requires={n: ("shuffle",) for n in _VARIANTS if not n.endswith("_shmem")},
@@ -182,6 +259,36 @@ KERNEL = Kernel(
     variant_contract=_variant_contract,
     doc="quantized matrix × 1..8 vectors, canonical (batch-invariant) reduction",
 )
+
+
+def default_spec(info, w_type, ncols: int, rows: int | None = None, K: int | None = None) -> dict:
+    """The untuned WG, NR, UNROLL, PREFETCH for one call (pipeline() uses them below the tuning
+    database; the autotuner starts from them). Registers per invocation grow with NR·NUM_COLS
+    (accumulators) and with UNROLL·NR·(1 + PREFETCH) raw units, so the many-column shapes get
+    fewer rows and units per invocation. CPU devices (lavapipe): the smallest configuration
+    (unrolling only costs JIT time there). The numbers never depend on these."""
+    if getattr(info, "type", "") == "cpu":
+        spec = {"WG": 64, "NR": 1, "UNROLL": 1, "PREFETCH": False}
+    else:
+        # H100 measurements (docs/perf-notes-matvec.md): 64 rows per workgroup (WG 128, NR 4)
+        # is best from 14336 rows up at every column count; a few thousand rows need more
+        # workgroups than that gives (the GPU is filled by workgroups, not by longer ones): 16
+        # rows, with the next chunk's activations prefetched (about one warp per scheduler:
+        # nothing else hides the staging latency; with more rows the registers cost more). The
+        # next step's weights are prefetched only for the types with a block minimum (small
+        # raw units) at 1-2 columns; elsewhere the registers cost more than the latency.
+        small = rows is not None and rows <= 8192
+        spec = {
+            "WG": 64 if small else 128,
+            "NR": 2 if small else 4,
+            "UNROLL": 2 if small and ncols == 1 else 1,
+            "PREFETCH": ncols <= 2 and has_min(w_type),
+            "XPREFETCH": small,
+        }
+    spec["CHUNK"] = default_chunk(
+        w_type, ncols, spec["UNROLL"], K, spec["WG"], spec.get("XPREFETCH", False)
+    )
+    return spec
 
 
 def shape_class(rows: int, K: int, ncols: int) -> str:
@@ -212,20 +319,35 @@ def pipeline(
     reduce: str | None = None,
     **overrides,
 ):
-    """The pipeline for one weight type and column count. Resolution: spec defaults < tuning
-    database (by shape class, when rows and K are given) < overrides. Falls back to the
-    shared-memory variant when the subgroup one's contract fails and `reduce` is not forced."""
+    """The pipeline for one weight type and column count. Resolution: spec defaults <
+    default_spec() (per device, type and columns) < tuning database (by shape class, when rows
+    and K are given) < overrides. Falls back to the shared-memory variant when the subgroup
+    one's contract fails and `reduce` is not forced."""
     if not 1 <= ncols <= MAX_COLS:
         raise ValueError(f"mul_mat_vec: {ncols} columns; one dispatch takes 1..{MAX_COLS}")
+    from .. import tuning
+
     variant = variant_for(device.info, w_type, reduce)
     sc = shape_class(rows, K, ncols) if rows is not None and K is not None else None
-    ov = {**overrides, "NUM_COLS": ncols, "ADD_RESIDUAL": bool(residual)}
+
+    def build(var):
+        values = default_spec(device.info, w_type, ncols, rows, K)
+        tuned = tuning.lookup(device.info, KERNEL, var, sc) if sc is not None else None
+        values.update({k: v for k, v in (tuned or {}).items() if k in values})
+        values.update(overrides)
+        values.update(NUM_COLS=ncols, ADD_RESIDUAL=bool(residual))
+        if "CHUNK" not in overrides and "CHUNK" not in (tuned or {}):  # follows UNROLL
+            values["CHUNK"] = default_chunk(
+                w_type, ncols, values["UNROLL"], K, values["WG"], values.get("XPREFETCH", False)
+            )
+        return KERNEL.pipeline(device, var, **values)
+
     try:
-        return KERNEL.pipeline(device, variant, shape_class=sc, **ov)
+        return build(variant)
     except ContractError:
         if reduce is not None or variant.endswith("_shmem"):
             raise
-        return KERNEL.pipeline(device, f"{variant}_shmem", shape_class=sc, **ov)
+        return build(f"{variant}_shmem")
 
 
 def groups(kp, rows: int) -> tuple[int, int]:
@@ -276,6 +398,48 @@ def dispatch(
         y_stride=y_stride,
         r_stride=r_stride,
     )
+
+
+U = 2.0**-24  # float32 unit roundoff
+
+
+def _offsets(w_raw, t) -> np.ndarray | float:
+    """|mn| per weight (float64, W's shape): the block minimum of the HAS_MIN types (W
+    dequantized with its quant bits zeroed), else 0."""
+    if not has_min(t):
+        return 0.0
+    z = np.ascontiguousarray(w_raw, np.uint8).copy()
+    b = z.reshape(-1).view(quants.type_info(t).block_dtype())
+    for f in ("qs", "qh"):
+        if f in b.dtype.names:
+            b[f] = 0
+    return np.abs(quants.dequantize(z, t).astype(np.float64))
+
+
+def error_bound(w_raw, w_type, x, residual=None) -> np.ndarray:
+    """Bound on |y - reference(...)| for the canonical reduction, (cols, rows) float64.
+
+    Every product is exact inside its fma; the error is float32 rounding of sums, at most
+    n·u·Σ|terms| for a chain of n roundings (first order). Float types: a chain of K/8 fmas per
+    lane and 3 butterfly adds, n = K/8 + 4 over Σ|w·x|. Quantized types (factored form): per
+    run a chain of RE = UNIT_ELEMS/RUNS fmas (Σq·x) and adds (Σx), 2 fmas per run into the lane's
+    accumulator (2·RUNS per unit, ⌈units/8⌉ units per lane), 3 butterfly adds; every term is at
+    most |x|·(|dl·q| + |mn|) <= |x|·(|w| + 2|mn|), so n = RE + 2·RUNS·⌈units/8⌉ + 5 over
+    Σ|x|·(|w| + 2|mn|). A residual adds one rounding of |y + residual|."""
+    t = quants.parse_type(w_type)
+    w = quants.dequantize(np.asarray(w_raw, np.uint8), t).astype(np.float64)
+    ax = np.abs(np.atleast_2d(np.asarray(x, np.float32)).astype(np.float64))
+    K = w.shape[1]
+    if not runs(t):
+        bound = (K / LANES + 4) * U * (ax @ np.abs(w).T)
+    else:
+        nunits = K // unit_elems(t)
+        n = unit_elems(t) / runs(t) + 2 * runs(t) * -(-nunits // LANES) + 5
+        bound = n * U * (ax @ (np.abs(w) + 2 * _offsets(w_raw, t)).T)
+    if residual is not None:
+        ref = ax @ np.abs(w).T + np.abs(np.asarray(residual, np.float64))
+        bound = bound + U * ref
+    return bound + 1e-30
 
 
 def reference(w_raw, w_type, x, residual=None) -> np.ndarray:

@@ -10,13 +10,20 @@ import numpy as np
 from ...gguf import quants
 from ...pipelines import mul_mat_id as fam
 from ...pipelines import mul_mat_vec as mv
+from ...pipelines.mul_mat_vec import error_bound
 from . import Case, Workload, compare, is_cpu
-from .mul_mat_vec import U
 
 PRIORITY = 30  # lower is tuned first (a budget goes to what matters most)
 
 
 class MatVecIdCase(Case):
+    def derive(self, values):
+        """CHUNK follows UNROLL as in mul_mat_id.pipeline() (mul_mat_vec.default_chunk)."""
+        v = dict(values)
+        v["CHUNK"] = mv.default_chunk(self.w_type, v["NUM_COLS"], v["UNROLL"], self.K, v["WG"],
+                                      v["XPREFETCH"])
+        return v
+
     family = "mul_mat_id"
 
     def workload(self, device, rng, purpose):
@@ -54,10 +61,13 @@ class MatVecIdCase(Case):
         w = quants.dequantize(m["w3"], self.w_type).astype(np.float64)
         x = h["x"].astype(np.float64)
         xs = x if self.per_slot else np.broadcast_to(x[:, None, :], (m["T"], self.k, m["K"]))
-        we = w[h["ids"].astype(np.int64)]  # [T, k, rows, K]
+        ids = h["ids"].astype(np.int64)
+        we = w[ids]  # [T, k, rows, K]
         ref = np.einsum("tjrk,tjk->tjr", we, xs)
-        bound = np.einsum("tjrk,tjk->tjr", np.abs(we), np.abs(xs))
-        tol = (m["K"] / 8 + 4) * U * bound
+        tol = np.empty_like(ref)  # mul_mat_vec's bound of each (t, j)
+        for t in range(m["T"]):
+            for j in range(self.k):
+                tol[t, j] = error_bound(m["w3"][ids[t, j]], self.w_type, xs[t, j][None])[0]
         if self.weighted:
             wt = h["weights"].astype(np.float64)
             ref = np.einsum("tj,tjr->tr", wt, ref)
@@ -87,7 +97,9 @@ def cases(info):
                 (mv.T.Q6_K, 2048, 512, 256, 8, True, True),
                 (mv.T.Q8_0, 512, 2048, 256, 8, False, False),
                 (mv.T.Q8_0, 2048, 512, 256, 8, True, True)]
-        sweep = None
+        # CHUNK is derived (derive()), not swept: the tunables' full product is too large
+        sweep = {"WG": (32, 64, 128, 256), "NR": (1, 2, 4), "UNROLL": (1, 2, 4),
+                 "PREFETCH": (False, True)}
     out = []
     for t, rows, K, E, k, weighted, per_slot in plan:
         out.append(MatVecIdCase(
