@@ -15,6 +15,17 @@ def device():
     return get_device()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _release_pipelines():
+    """Each test module's pipelines are destroyed after it: the whole suite compiles a few
+    thousand specializations, more than some drivers hold at once."""
+    yield
+    from vkinfer.vk import device as vkdev
+
+    if vkdev._default is not None:
+        vkdev._default.clear_pipelines()
+
+
 @pytest.fixture
 def rng(request):
     # A different but reproducible stream per test.

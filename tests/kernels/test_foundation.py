@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import vkinfer.ops as ops
-from vkinfer.errors import DeviceNotFoundError, ShaderCompileError
+from vkinfer.errors import DeviceNotFoundError, ShaderCompileError, UnsupportedError
 from vkinfer.pipelines import axpy
 from vkinfer.runtime.graph import RecordedGraph
 from vkinfer.vk import shader
@@ -19,12 +19,25 @@ from vkinfer.vk.device import select_device
 from vkinfer.vk.memory import Block
 
 
+def axpy_results(a, x, y):
+    """The two correctly rounded answers a driver may give for a·x + y in f32: separate multiply
+    and add, or one fused multiply-add (NVIDIA contracts them)."""
+    a = np.float32(a)
+    unfused = a * x + y
+    fused = (np.float64(a) * x.astype(np.float64) + y).astype(np.float32)  # a·x exact in f64
+    return unfused, fused
+
+
+def assert_axpy(got, a, x, y):
+    unfused, fused = axpy_results(a, x, y)
+    ok = (got == unfused) | (got == fused)
+    assert ok.all(), f"{np.count_nonzero(~ok)} elements are neither a·x+y nor fma(a, x, y)"
+
+
 def test_shader_round_trip(rng):
     x = rng.standard_normal(1000).astype(np.float32)
     y = rng.standard_normal(1000).astype(np.float32)
-    got = ops.axpy(x, 0.75, y)
-    # one multiply and one add per element in f32: the same IEEE ops as numpy's f32 arithmetic
-    np.testing.assert_array_equal(got, np.float32(0.75) * x + y)
+    assert_axpy(ops.axpy(x, 0.75, y), 0.75, x, y)
 
 
 def test_specialization_changes_result_without_recompile(device, rng, monkeypatch):
@@ -61,12 +74,16 @@ def test_recorded_graph_replays_with_per_step_values(device, rng):
         axpy.dispatch(rec, kp, bx, g.step_field("alpha"), by, n)
         axpy.dispatch(rec, kp, bx, g.step_field("alpha"), by, n)  # dependent: needs a barrier
     assert rec.n_barriers >= 1
-    expect = np.zeros(n, np.float32)
+    prev = np.zeros(n, np.float32)
     for step, alpha in enumerate([0.5, -1.25, 3.0, 0.0, 7.5]):
         g.run(alpha=alpha, other=step)
-        for _ in range(2):
-            expect = expect + np.float32(alpha) * x
-        np.testing.assert_array_equal(by.read(np.float32), expect, err_msg=f"step {step}")
+        got = by.read(np.float32)
+        # two f32 accumulations per replay: within a few roundings of the exact sum (a driver
+        # may fuse the multiply-add); a stale or wrong alpha would miss by |Δalpha·x|
+        exact = prev.astype(np.float64) + 2 * np.float64(alpha) * x
+        tol = 4 * np.finfo(np.float32).eps * (np.abs(prev) + 2 * np.abs(alpha * x)) + 1e-30
+        assert np.all(np.abs(got - exact) <= tol), f"step {step}"
+        prev = got
     bx.free(), by.free()
 
 
@@ -120,7 +137,13 @@ def test_host_import_reads_file_bytes_without_copy(device, tmp_path):
     addr = arr.ctypes.data
     assert addr % page == 0  # mmap returns page-aligned memory
     size = (len(mm) + page - 1) // page * page
-    buf = device.memory.import_host(addr, size, keepalive=mm)
+    try:
+        buf = device.memory.import_host(addr, size, keepalive=mm)
+    except UnsupportedError as e:
+        # NVIDIA's driver refuses file-backed pages (checked on the H100): the error must say
+        # so clearly. Lavapipe (CI) imports them, so there this path must not be taken.
+        assert device.info.type != "cpu" and "refused to import" in str(e)
+        pytest.skip(f"driver does not import mmapped files: {e}")
     out = device.memory.alloc(data.nbytes)
     src = buf.range(0, size)  # whole pages; the payload starts at byte 100 inside them
     with one_shot(device) as rec:

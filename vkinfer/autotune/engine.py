@@ -33,6 +33,7 @@ from .. import tuning
 from ..errors import ContractError, DeviceFeatureError, ShaderCompileError, VkinferError
 from ..paths import cache_dir
 from ..vk.commands import Recorder, TimestampPool, one_shot
+from ..vk.pipeline import evict_pipeline
 from ..vk.sync import Fence, submit
 
 MIN_GAIN = 0.02  # a tuned value must beat the default by 2% to replace it
@@ -376,6 +377,15 @@ class Tuner:
                     "compile_error": True}
         except (VkinferError, TypeError, ValueError) as e:
             return {**out, "status": "error", "msg": f"pipeline: {e}"}
+        try:
+            return self._check_and_time(case, variant, spec, full, kp, out)
+        finally:
+            # Thousands of candidates would exhaust the driver's pipeline memory (seen on the
+            # H100); the winner is rebuilt from the pipeline cache when it is used.
+            evict_pipeline(self.device, kp.pipeline)
+
+    def _check_and_time(self, case, variant, spec, full, kp, out) -> dict:
+        k = case.kernel
         try:
             wl = self._workloads(case, variant)
             wl.reset()

@@ -146,6 +146,15 @@ class Device:
             self._ext_fns[name] = fn
         return fn
 
+    def clear_pipelines(self):
+        """Destroy every cached pipeline (none may be referenced by pending or future
+        recordings). Drivers limit the pipelines a device holds at once (the H100's failed
+        with VK_ERROR_UNKNOWN after a few thousand); a new request rebuilds from the cache."""
+        self.wait_idle()
+        for p in self.pipelines.values():
+            p.destroy()
+        self.pipelines.clear()
+
     def wait_idle(self):
         check("vkDeviceWaitIdle", lib.vkDeviceWaitIdle(self.handle))
 

@@ -13,7 +13,7 @@ import bisect
 import numpy as np
 import vulkan as vk
 
-from ..errors import OutOfDeviceMemory, UnsupportedError
+from ..errors import OutOfDeviceMemory, UnsupportedError, VulkanError
 from .check import check, error_for, ffi, lib
 from .instance import MEM_DEVICE_LOCAL, MEM_HOST_CACHED, MEM_HOST_COHERENT, MEM_HOST_VISIBLE
 
@@ -24,7 +24,7 @@ DEFAULT_BLOCK = 64 << 20
 
 
 def _mib(n: int) -> str:
-    return f"{n / (1 << 20):.1f} MiB"
+    return f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n / 1024:.1f} KiB"
 
 
 def align_up(x: int, a: int) -> int:
@@ -357,7 +357,15 @@ class MemoryManager:
         imp.handleType = HOST_ALLOCATION
         imp.pHostPointer = ptr
         buf = self._create_buffer(size, external=True)
-        mem = self._allocate(size, tidx, pnext=imp, what="host import")
+        try:
+            mem = self._allocate(size, tidx, pnext=imp, what="host import")
+        except VulkanError as e:
+            vk.vkDestroyBuffer(self.device.handle, buf, None)
+            # NVIDIA refuses file-backed (mmapped) pages; callers fall back to a copy.
+            raise UnsupportedError(
+                f"{info.name} refused to import {_mib(size)} of host memory at 0x{address:x} "
+                f"({e.name}); some drivers import only anonymous memory, not mmapped files"
+            ) from None
         check("vkBindBufferMemory", lib.vkBindBufferMemory(self.device.handle, buf, mem, 0))
         blk = Block(self, size, tidx, mem, buf, ptr, imported=True, keepalive=keepalive)
         blk.free_list = []
