@@ -48,3 +48,19 @@ def test_mul_mat_id_variant_follows_tuning(device, db):
     _tune(info, mul_mat_id.KERNEL, other, cls, 100)
     assert mul_mat_id.variant_for(info, "q8_0", shape_class=cls) == other
     assert mul_mat_id.variant_for(info, "q8_0", reduce="subgroup", shape_class=cls) == "q8_0"
+
+
+def test_mul_mat_vec_variant_follows_tuning(device, db):
+    from vkinfer.pipelines import mul_mat_vec
+
+    info = device.info
+    cls = mul_mat_vec.shape_class(37, 64, 3)
+    default = mul_mat_vec.variant_for(info, "q4_k")
+    other = "q4_k_shmem" if default == "q4_k" else "q4_k"
+    if other not in mul_mat_vec.KERNEL.supported_variants(info):
+        pytest.skip(f"{info.name} runs only {default}")
+    assert mul_mat_vec.variant_for(info, "q4_k", shape_class=cls) == default
+    _tune(info, mul_mat_vec.KERNEL, default, cls, 900)
+    _tune(info, mul_mat_vec.KERNEL, other, cls, 300)
+    assert mul_mat_vec.variant_for(info, "q4_k", shape_class=cls) == other
+    assert mul_mat_vec.pipeline(device, "q4_k", 3, 37, 64).variant == other

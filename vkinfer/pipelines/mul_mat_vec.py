@@ -296,17 +296,22 @@ def shape_class(rows: int, K: int, ncols: int) -> str:
     return f"c{ncols}-r{_pow2_bucket(rows)}-k{_pow2_bucket(K)}"
 
 
-def variant_for(info, w_type, reduce: str | None = None) -> str:
-    """The subgroup variant of a type when the device can run it, else the shared-memory one;
-    `reduce` = 'subgroup' or 'shmem' forces one."""
+def variant_for(info, w_type, reduce: str | None = None, shape_class: str | None = None) -> str:
+    """The reduction variant of a type: forced by `reduce` ('subgroup' | 'shmem'); else the
+    faster one in the tuning database for `shape_class` (same bits either way); else the subgroup
+    variant when the device can run it, the shared-memory one otherwise."""
     n = type_name(w_type)
     if reduce == "shmem":
         return f"{n}_shmem"
     if reduce == "subgroup":
         return n
-    if n in KERNEL.supported_variants(info) and info.min_subgroup_size >= LANES:
-        return n
-    return f"{n}_shmem"
+    default = n if n in KERNEL.supported_variants(info) and info.min_subgroup_size >= LANES \
+        else f"{n}_shmem"
+    if shape_class is None:
+        return default
+    from .. import tuning
+
+    return tuning.best_variant(info, KERNEL, shape_class, (n, f"{n}_shmem"), default=default)
 
 
 def pipeline(
@@ -327,8 +332,8 @@ def pipeline(
         raise ValueError(f"mul_mat_vec: {ncols} columns; one dispatch takes 1..{MAX_COLS}")
     from .. import tuning
 
-    variant = variant_for(device.info, w_type, reduce)
     sc = shape_class(rows, K, ncols) if rows is not None and K is not None else None
+    variant = variant_for(device.info, w_type, reduce, sc)
 
     def build(var):
         values = default_spec(device.info, w_type, ncols, rows, K)
