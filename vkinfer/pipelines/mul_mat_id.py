@@ -24,10 +24,10 @@ from ..gguf import quants
 from .kernel import Binding, Kernel, SpecConst, Variant, ceil_div, require
 from .mul_mat_vec import (
     LANES,
-    TYPES,
     check_k,
     default_chunk,
-    smem_bytes,
+    reduction_contract,
+    reduction_variants,
     type_defines,
     type_name,
 )
@@ -86,35 +86,11 @@ def _variant_contract(variant, spec, info):
             "mul_mat_id/combine: WEIGHTED, GROUPED and NUM_COLS do not apply",
         )
         return
-    shmem = variant.endswith("_shmem")
-    need = smem_bytes(variant.removesuffix("_shmem"), spec, shmem)
-    require(
-        need <= info.max_compute_shared_memory,
-        f"mul_mat_id/{variant}: {need} bytes of shared memory exceed the device's "
-        f"{info.max_compute_shared_memory}",
-    )
-    if not shmem:
-        require(
-            info.min_subgroup_size >= LANES,
-            f"mul_mat_id/{variant}: subgroups of {info.min_subgroup_size} < {LANES} lanes",
-        )
-        require(
-            spec["WG"] % info.max_subgroup_size == 0,
-            f"mul_mat_id/{variant}: WG={spec['WG']} is not a multiple of the subgroup size "
-            f"{info.max_subgroup_size}",
-        )
+    _reduction_contract(variant, spec, info)
 
 
-def _variants() -> dict:
-    v = {}
-    for t in TYPES:
-        n = t.name.lower()
-        v[n] = Variant({**type_defines(t), "SUBGROUP_REDUCE": 1})
-        v[f"{n}_shmem"] = Variant(type_defines(t))
-    return v
-
-
-_VARIANTS = _variants()
+_VARIANTS = reduction_variants()
+_reduction_contract = reduction_contract("mul_mat_id")
 _SUBGROUP_OPS = {n: ("shuffle",) for n in _VARIANTS if not n.endswith("_shmem")}
 # The weighted sum of GROUPED's per-slot output; never reads weights (F32 defines, unused).
 COMBINE = "combine"

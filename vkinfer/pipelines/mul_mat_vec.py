@@ -174,27 +174,35 @@ def _contract(spec, info):
     require(ch >= un and ch % un == 0, f"mul_mat_vec: CHUNK={ch} must be a multiple of UNROLL={un}")
 
 
-def _variant_contract(variant, spec, info):
-    shmem = variant.endswith("_shmem")
-    need = smem_bytes(variant.removesuffix("_shmem"), spec, shmem)
-    require(
-        need <= info.max_compute_shared_memory,
-        f"mul_mat_vec/{variant}: {need} bytes of shared memory exceed the device's "
-        f"{info.max_compute_shared_memory} (fewer NUM_COLS x UNROLL)",
-    )
-    if not shmem:
+def reduction_contract(stem: str):
+    """The variant rules of the kernels built on quants.glsl's 8-lane row reduction
+    (mul_mat_vec, mul_mat_id): shared memory fits; the subgroup variant needs subgroups of at
+    least 8 lanes and whole subgroups per workgroup."""
+
+    def check(variant, spec, info):
+        shmem = variant.endswith("_shmem")
+        need = smem_bytes(variant.removesuffix("_shmem"), spec, shmem)
         require(
-            info.min_subgroup_size >= LANES,
-            f"mul_mat_vec/{variant}: subgroups of {info.min_subgroup_size} < {LANES} lanes",
+            need <= info.max_compute_shared_memory,
+            f"{stem}/{variant}: {need} bytes of shared memory exceed the device's "
+            f"{info.max_compute_shared_memory} (fewer NUM_COLS x UNROLL)",
         )
-        require(
-            spec["WG"] % info.max_subgroup_size == 0,
-            f"mul_mat_vec/{variant}: WG={spec['WG']} is not a multiple of the subgroup size "
-            f"{info.max_subgroup_size}",
-        )
+        if not shmem:
+            require(
+                info.min_subgroup_size >= LANES,
+                f"{stem}/{variant}: subgroups of {info.min_subgroup_size} < {LANES} lanes",
+            )
+            require(
+                spec["WG"] % info.max_subgroup_size == 0,
+                f"{stem}/{variant}: WG={spec['WG']} is not a multiple of the subgroup size "
+                f"{info.max_subgroup_size}",
+            )
+
+    return check
 
 
-def _variants() -> dict:
+def reduction_variants() -> dict:
+    """Per weight type: the subgroup-shuffle reduction and the shared-memory one (same bits)."""
     v = {}
     for t in TYPES:
         n = t.name.lower()
@@ -203,7 +211,8 @@ def _variants() -> dict:
     return v
 
 
-_VARIANTS = _variants()
+_variant_contract = reduction_contract("mul_mat_vec")
+_VARIANTS = reduction_variants()
 
 KERNEL = Kernel(
     stem="mul_mat_vec",
