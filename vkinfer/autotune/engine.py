@@ -61,12 +61,16 @@ class GpuTimer:
     name = "gpu-timestamps"
 
     def __init__(self, device, reps: int = 5, warmup: int = 1, target_ms: float | None = None,
-                 max_batch: int = 256):
+                 max_batch: int = 256, busy_ms: float | None = None):
         self.device = device
         self.reps, self.warmup, self.max_batch = reps, warmup, max_batch
         cpu = device.info.type == "cpu"
         # per timed run: long enough to amortise submission, short enough for many candidates
         self.target_ns = (target_ms if target_ms is not None else (8.0 if cpu else 2.0)) * 1e6
+        # GPU time spent on the candidate right before timing it: GPUs drop their clocks while
+        # the host compiles the next candidate (an idle H100 sits at 345 MHz and ramps over
+        # tens of ms), which inflates short kernels' times (see tools/bench_kernels.py).
+        self.busy_ns = (busy_ms if busy_ms is not None else (0.0 if cpu else 30.0)) * 1e6
         self.rec = Recorder(device)
         self.fence = Fence(device)
         self.pool = TimestampPool(device, 2)
@@ -94,8 +98,10 @@ class GpuTimer:
         n = int(min(self.max_batch, max(1, self.target_ns // one)))
         if n > 1:
             self._record(record_one, n)
-        for _ in range(self.warmup):
-            self._submit()
+        spent, runs = 0.0, 0
+        while runs < self.warmup or (spent < self.busy_ns and runs < 1000):
+            spent += self._submit()
+            runs += 1
         return [self._submit() / n for _ in range(self.reps)]
 
     def close(self):
@@ -113,6 +119,7 @@ class HostTimer(GpuTimer):
         self.reps, self.warmup = kw.get("reps", 5), kw.get("warmup", 1)
         self.max_batch = kw.get("max_batch", 256)
         self.target_ns = kw.get("target_ms", 10.0) * 1e6
+        self.busy_ns = kw.get("busy_ms", 0.0) * 1e6
         self.rec, self.fence, self.pool = Recorder(device), Fence(device), None
 
     def _record(self, record_one, n: int):
