@@ -21,7 +21,7 @@ from .mul_mat_vec import (
     LANES,
     TYPES,
     _gpu,
-    _pow2_bucket,
+    pow2_bucket,
     reference,
     runs,
     type_defines,
@@ -118,7 +118,7 @@ KERNEL = Kernel(
 
 def shape_class(rows: int, K: int, ncols: int) -> str:
     """Tuning class: rows, K and columns rounded up to powers of two."""
-    return f"n{_pow2_bucket(ncols)}-r{_pow2_bucket(rows)}-k{_pow2_bucket(K)}"
+    return f"n{pow2_bucket(ncols)}-r{pow2_bucket(rows)}-k{pow2_bucket(K)}"
 
 
 def pipeline(

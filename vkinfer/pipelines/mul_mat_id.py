@@ -26,7 +26,9 @@ from .mul_mat_vec import (
     LANES,
     check_k,
     default_chunk,
+    pow2_bucket,
     reduction_contract,
+    reduction_variant,
     reduction_variants,
     type_defines,
     type_name,
@@ -164,37 +166,17 @@ KERNEL = Kernel(
 )
 
 
-def _pow2(n: int) -> int:
-    return 1 << max(0, (max(n, 1) - 1).bit_length())
-
-
 def shape_class(
     rows: int, K: int, n_slots: int, weighted: bool = False, grouped_cols: int = 0
 ) -> str:
     """Tuning class: slots (w: weighted, gN: grouped with N columns), rows and K as powers of 2."""
     g = f"g{grouped_cols}" if grouped_cols else ""
-    return f"s{n_slots}{'w' if weighted else ''}{g}-r{_pow2(rows)}-k{_pow2(K)}"
+    return f"s{n_slots}{'w' if weighted else ''}{g}-r{pow2_bucket(rows)}-k{pow2_bucket(K)}"
 
 
 def variant_for(info, w_type, reduce: str | None = None, shape_class: str | None = None) -> str:
-    """The reduction variant of a type: forced by `reduce` ('subgroup' | 'shmem'); else the
-    faster one in the tuning database for `shape_class` (same bits either way); else the subgroup
-    variant when the device can run it, the shared-memory one otherwise."""
-    n = type_name(w_type)
-    if reduce == "shmem":
-        return f"{n}_shmem"
-    if reduce == "subgroup":
-        return n
-    default = (
-        n
-        if n in KERNEL.supported_variants(info) and info.min_subgroup_size >= LANES
-        else f"{n}_shmem"
-    )
-    if shape_class is None:
-        return default
-    from .. import tuning
-
-    return tuning.best_variant(info, KERNEL, shape_class, (n, f"{n}_shmem"), default=default)
+    """mul_mat_id's reduction variant (mul_mat_vec.reduction_variant)."""
+    return reduction_variant(KERNEL, info, w_type, reduce, shape_class)
 
 
 def pipeline(

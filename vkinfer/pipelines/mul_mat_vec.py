@@ -150,7 +150,7 @@ def split_groups(n: int) -> tuple[int, int]:
     return (ceil_div(n, gy), gy)
 
 
-def _pow2_bucket(n: int) -> int:
+def pow2_bucket(n: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(n, 1))))
 
 
@@ -302,25 +302,32 @@ def default_spec(info, w_type, ncols: int, rows: int | None = None, K: int | Non
 
 def shape_class(rows: int, K: int, ncols: int) -> str:
     """Tuning class: columns, and rows / K rounded up to powers of two."""
-    return f"c{ncols}-r{_pow2_bucket(rows)}-k{_pow2_bucket(K)}"
+    return f"c{ncols}-r{pow2_bucket(rows)}-k{pow2_bucket(K)}"
 
 
-def variant_for(info, w_type, reduce: str | None = None, shape_class: str | None = None) -> str:
-    """The reduction variant of a type: forced by `reduce` ('subgroup' | 'shmem'); else the
-    faster one in the tuning database for `shape_class` (same bits either way); else the subgroup
-    variant when the device can run it, the shared-memory one otherwise."""
+def reduction_variant(kernel, info, w_type, reduce: str | None = None,
+                      shape_class: str | None = None) -> str:
+    """The reduction variant of a type for `kernel` (mul_mat_vec or mul_mat_id): forced by
+    `reduce` ('subgroup' | 'shmem'); else the faster one in the tuning database for
+    `shape_class` (same bits either way); else the subgroup variant when the device can run it,
+    the shared-memory one otherwise."""
     n = type_name(w_type)
     if reduce == "shmem":
         return f"{n}_shmem"
     if reduce == "subgroup":
         return n
-    default = n if n in KERNEL.supported_variants(info) and info.min_subgroup_size >= LANES \
+    default = n if n in kernel.supported_variants(info) and info.min_subgroup_size >= LANES \
         else f"{n}_shmem"
     if shape_class is None:
         return default
     from .. import tuning
 
-    return tuning.best_variant(info, KERNEL, shape_class, (n, f"{n}_shmem"), default=default)
+    return tuning.best_variant(info, kernel, shape_class, (n, f"{n}_shmem"), default=default)
+
+
+def variant_for(info, w_type, reduce: str | None = None, shape_class: str | None = None) -> str:
+    """mul_mat_vec's reduction variant (see reduction_variant)."""
+    return reduction_variant(KERNEL, info, w_type, reduce, shape_class)
 
 
 def pipeline(
